@@ -1,0 +1,3 @@
+from ddnn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Command line: `ddnn train | eval | list`. Bad input ends in one line on stderr and exit code 2."""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ddnn.errors import DdnnError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ddnn.config import load_config
+    from ddnn.engine.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    train(cfg, out)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ddnn.engine.evaluation_cli import evaluate_checkpoint
+
+    if bool(args.run) == bool(args.ckpt):
+        raise DdnnError("give exactly one of --run DIR or --ckpt FILE")
+    path = Path(args.ckpt) if args.ckpt else Path(args.run) / f"{args.which}.pt"
+    if args.run and not Path(args.run).is_dir():
+        raise DdnnError(f"run folder {args.run} does not exist")
+    results = evaluate_checkpoint(path, args.split)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    import ddnn.data  # noqa: F401  (registration)
+    import ddnn.methods  # noqa: F401
+    from ddnn.config import bundled_configs
+    from ddnn.models import FAMILIES
+    from ddnn.registry import DATASETS, METHODS, MODELS
+
+    for title, reg in (("models", MODELS), ("methods", METHODS), ("datasets", DATASETS)):
+        print(f"{title}:")
+        for name in reg.names():
+            print(f"  {name:<18} {reg.describe(name)}")
+    print("named sub-nets (model.subnets), per family:")
+    for fam in FAMILIES.values():
+        print(f"  {fam.name:<18} " + ", ".join(f"{n} {list(b)}" for n, b in fam.depths.items()))
+    print("bundled configs (ddnn train -c NAME):")
+    for name in bundled_configs():
+        print(f"  {name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddnn", description="Depth-level dynamic networks with embedded KD.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a config (default: DDNN ResNet-56 + EKD on embedded MNIST-5k)")
+    p.add_argument("-c", "--config", help="YAML path or bundled config name (see `ddnn list`)")
+    p.add_argument("--out", help="run folder (default runs/<name>-<timestamp>)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=0.05")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="re-evaluate every net of a run or checkpoint")
+    p.add_argument("--run", help="run folder")
+    p.add_argument("--ckpt", help="checkpoint file")
+    p.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint of --run (default best)")
+    p.add_argument("--split", choices=["test", "val"], default="test")
+    p.add_argument("--json", action="store_true", help="also print the results as JSON")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("list", help="registered models, methods, datasets, named sub-nets and configs")
+    p.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DdnnError as err:
+        if args.debug:
+            raise
+        print(f"ddnn: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ddnn: interrupted; the run folder keeps the last saved checkpoint", file=sys.stderr)
+        return 130

@@ -1,0 +1,246 @@
+"""Typed experiment config: dataclasses with defaults, loaded from YAML plus dotted overrides.
+
+The defaults *are* the embedded default run (`ddnn train` with no arguments). Every key is checked:
+an unknown key, a wrong type or a value outside its choices is a one-line DdnnError.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from ddnn.errors import DdnnError, did_you_mean
+
+BUNDLED = Path(__file__).parent / "configs"
+
+
+@dataclass
+class SyntheticConfig:
+    """Shape of the `synthetic` dataset (class-dependent patterns + noise, for fast tests)."""
+
+    size: int = 512
+    image_size: int = 32
+    channels: int = 3
+    classes: int = 10
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist5k"
+    root: str | None = None  # folder holding the dataset files (CIFAR); unused by mnist5k/synthetic
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    val_fraction: float = 0.1  # carved from the training data, stratified
+    test_fraction: float = 0.1  # only for datasets without their own test split (mnist5k, synthetic)
+    split_seed: int = 0
+    train_limit: int | None = None  # keep only this many training images (stratified), for small-data studies
+    augment: list[Literal["crop", "flip"]] = field(default_factory=lambda: ["crop"])
+    crop_padding: int = 2
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet56"
+    subnets: list[Union[str, list[int]]] = field(default_factory=lambda: ["resnet44", "resnet32", "resnet20"])
+    blocks: list[int] | None = None  # override the preset's blocks per stage
+    widths: list[int] | None = None  # channels per stage (family default when null)
+    bn: Literal["private", "shared"] = "private"
+    shortcut: Literal["conv", "pad"] = "conv"
+    stem: Literal["cifar", "imagenet"] | None = None  # family default when null
+    zero_init_residual: bool = False
+
+
+@dataclass
+class MethodConfig:
+    name: str = "ekd"
+    alpha: float = 1.0  # weight of KL_T(full || sub-net)
+    beta: float = 1.0  # weight of the attention distance
+    temperature: float = 3.0
+    attention: Literal["zsum", "at"] = "zsum"
+    stages: list[int] | None = None  # stage indices matched by attention (null: all)
+    detach_teacher: bool = True
+    reduce: Literal["sum", "mean"] = "sum"  # combine the nets' losses by sum (paper) or mean over nets
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["cosine", "multistep", "constant"] = "cosine"
+    milestones: list[int] = field(default_factory=lambda: [150, 250])  # epochs, for multistep
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 6
+    seed: int = 0
+    select: Literal["mean", "full"] = "mean"  # best.pt by mean top-1 over nets, or the full net's
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: Union[Literal["auto"], bool] = "auto"
+    threads: int = 0  # 0: torch's default
+    progress: Union[Literal["auto"], bool] = "auto"  # tqdm bars; auto: only on a terminal
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """`value` checked against the annotation `tp`; raises a one-line error naming `key`."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise DdnnError(f"config key '{key}' must be a mapping of its fields, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise DdnnError(f"config key '{key}' is {value!r}; allowed values: {_type_name(tp)}")
+        return value
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except DdnnError:
+                continue
+        raise DdnnError(f"config key '{key}' is {value!r}; expected {_type_name(tp)}")
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise DdnnError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+        return [_coerce(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is type(None):
+        if value is not None:
+            raise DdnnError(f"config key '{key}' must be null, got {value!r}")
+        return None
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
+        raise DdnnError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise DdnnError(
+                f"unknown config key '{prefix}{key}'{did_you_mean(str(key), names)}; "
+                f"allowed under '{prefix.rstrip('.') or 'the top level'}': {', '.join(names)}"
+            )
+    obj = cls()
+    for key, value in data.items():
+        setattr(obj, key, _coerce(value, hints[key], prefix + key))
+    return obj
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise DdnnError(f"override '{item}' is not key=value (e.g. optim.lr=0.05)")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _merge(base: dict[str, Any], path: list[str], value: Any, full_key: str) -> None:
+    node = base
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise DdnnError(f"config key '{full_key}': '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def find_config(ref: str) -> Path:
+    """A config path, or the name of a bundled config (`ekd/cifar10-resnet56`)."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    for candidate in (BUNDLED / ref, BUNDLED / f"{ref}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise DdnnError(f"config '{ref}' not found: give a YAML path or a bundled name ({', '.join(bundled_configs())})")
+
+
+def bundled_configs() -> list[str]:
+    return sorted(str(p.relative_to(BUNDLED).with_suffix("")) for p in BUNDLED.rglob("*.yaml"))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise DdnnError(f"config {path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    except OSError as err:
+        raise DdnnError(f"cannot read config {path}: {err.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DdnnError(f"config {path} must be a mapping of sections (data:, model:, ...), got {type(data).__name__}")
+    return data
+
+
+def load_config(ref: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- YAML file (path or bundled name) <- `key=value` overrides."""
+    data: dict[str, Any] = {}
+    if ref is not None:
+        path = find_config(ref)
+        data = read_yaml(path)
+        data.setdefault("name", path.stem)
+    for item in overrides:
+        keys, value = _parse_override(item)
+        _merge(data, keys, value, item.split("=", 1)[0])
+    return from_dict(data)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    return _build(Config, data)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

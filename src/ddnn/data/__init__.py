@@ -1,0 +1,13 @@
+"""Datasets, registered by name (`data.name`)."""
+
+from ddnn.data import cifar, mnist5k, synthetic  # noqa: F401  (registration)
+from ddnn.data.base import Dataset, Split
+from ddnn.data.loader import Normalizer, batches, num_batches
+from ddnn.registry import DATASETS
+
+__all__ = ["Dataset", "Normalizer", "Split", "batches", "load_dataset", "num_batches"]
+
+
+def load_dataset(cfg) -> Dataset:
+    """The dataset named by `cfg.name` (a DataConfig), split and normalised per the config."""
+    return DATASETS.get(cfg.name)(cfg)

@@ -1,0 +1,1 @@
+"""Deployment: cost of each sub-net (params, MACs), extraction to standalone files."""

@@ -1,0 +1,1 @@
+"""Training engine: runtime (device/precision), checkpoints, the trainer loop, evaluation."""

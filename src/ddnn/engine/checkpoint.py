@@ -1,0 +1,50 @@
+"""Checkpoints as plain data: written atomically, read with torch.load(weights_only=True)."""
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddnn.errors import DdnnError
+
+FORMAT = "ddnn-checkpoint/1"
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, fsync, then rename over `path`.
+
+    A crash leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A ddnn checkpoint as a dict; a missing, corrupt or foreign file is a one-line DdnnError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DdnnError(f"checkpoint {path} does not exist; give a run folder's last.pt or best.pt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
+        raise DdnnError(f"checkpoint {path} was refused: it holds more than plain data ({first[:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise DdnnError(f"checkpoint {path} is corrupt or truncated ({str(err).splitlines()[0][:120]}); "
+                        "use another checkpoint of the run") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise DdnnError(f"{path} is not a ddnn checkpoint (no '{FORMAT}' marker)")
+    return ckpt

@@ -1,0 +1,47 @@
+"""`ddnn eval`: rebuild a run's method from its checkpoint and re-evaluate every net."""
+
+from pathlib import Path
+
+from ddnn.config import from_dict
+from ddnn.data import Normalizer, load_dataset
+from ddnn.engine.checkpoint import load_checkpoint
+from ddnn.engine.evaluate import evaluate
+from ddnn.engine.runtime import resolve_runtime
+from ddnn.engine.setup import InputSpec, build_method
+from ddnn.engine.summary import format_table
+from ddnn.engine.trainer import net_costs
+from ddnn.errors import DdnnError
+from ddnn.methods import Method
+
+
+def load_method(path: Path) -> tuple[Method, dict]:
+    """The trained method of a checkpoint (on CPU, eval mode) and the checkpoint itself."""
+    ckpt = load_checkpoint(path)
+    cfg = from_dict(ckpt["config"])
+    method = build_method(cfg, InputSpec.from_dict(ckpt["input"]))
+    try:
+        method.load_state_dict(ckpt["state"])
+    except RuntimeError as err:
+        raise DdnnError(f"checkpoint {path} does not match its own config ({str(err).splitlines()[0][:160]})") from None
+    return method.eval(), ckpt
+
+
+def evaluate_checkpoint(path: Path, split: str = "test", log=print) -> dict:
+    method, ckpt = load_method(path)
+    cfg = from_dict(ckpt["config"])
+    spec = InputSpec.from_dict(ckpt["input"])
+    data = load_dataset(cfg.data)
+    target = data.val if split == "val" else data.test
+    if target is None:
+        raise DdnnError(f"the run has no {split} split (data.val_fraction is 0); use --split test")
+    if (data.channels, *data.image_size) != tuple(spec.shape) or data.num_classes != spec.num_classes:
+        raise DdnnError(f"data {cfg.data.name} no longer matches the checkpoint's input {spec.shape}/{spec.num_classes} classes")
+    runtime = resolve_runtime(cfg.runtime)
+    method = runtime.prepare(method)
+    top1 = evaluate(method, target, Normalizer(spec.mean, spec.std), runtime, cfg.data.eval_batch_size)
+    costs = net_costs(method, spec)
+    results = {"checkpoint": str(path), "epoch": ckpt["epoch"], "split": split, "selected_on": "val",
+               "nets": {name: {**costs[name], "top1": top1[name]} for name in top1}}
+    log(f"{path} (epoch {ckpt['epoch']}), {cfg.method.name} on {cfg.data.name}")
+    log(format_table(results))
+    return results

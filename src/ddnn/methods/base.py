@@ -1,0 +1,29 @@
+"""What every training method is: a module that owns its nets and turns a batch into named losses."""
+
+import torch
+from torch import nn
+
+from ddnn.models import ModelBuilder, SubNet
+
+# Builds the configured DDNN (called with no argument) or a standalone net of one depth (a SubNet).
+ModelFactory = ModelBuilder
+
+
+class Method(nn.Module):
+    """A training objective with one job: given a batch, return the named loss terms and the
+    logits of every net it trains. The trainer sums the terms, steps, and logs each by name."""
+
+    def forward_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def nets(self) -> dict[str, SubNet]:
+        """Every net this method trains and reports, by name (full net first)."""
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """Logits of one net, for evaluation."""
+        raise NotImplementedError
+
+    def extract(self, name: str) -> nn.Module:
+        """One net as a plain standalone module (what gets profiled and deployed)."""
+        raise NotImplementedError

@@ -1,0 +1,91 @@
+"""DDNN training: the full net and every configured sub-net in one shared weight set.
+
+`ekd` adds Embedded Knowledge Distillation, where the full net teaches each sub-net in every
+iteration (KL on posteriors + attention on stage features); `ddnn` is the same net with CE only.
+"""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddnn.errors import DdnnError
+from ddnn.losses import attention_distance, kl_distill
+from ddnn.methods.base import Method, ModelFactory
+from ddnn.models import DynamicNet, SubNet
+from ddnn.registry import METHODS
+
+
+class EmbeddedKD(Method):
+    """L = CE(z_f) + sum_m [CE(z_m) + alpha*KL_T(z_f || z_m) + beta*sum_s D(A(F_m^s), A(F_f^s))]."""
+
+    def __init__(
+        self,
+        model: DynamicNet,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        temperature: float = 3.0,
+        attention: str = "zsum",
+        stages: Sequence[int] | None = None,
+        detach_teacher: bool = True,
+        reduce: str = "sum",
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.alpha, self.beta, self.temperature = alpha, beta, temperature
+        self.attention = attention
+        n_stages = len(model.max_blocks)
+        self.stages = list(range(n_stages)) if stages is None else list(stages)
+        if any(not 0 <= s < n_stages for s in self.stages):
+            raise DdnnError(f"method.stages {self.stages} must be stage indices 0..{n_stages - 1}")
+        self.detach_teacher = detach_teacher
+        # "mean" divides every term by the number of nets, so the shared weights get one net's
+        # worth of gradient scale instead of M+1 times it.
+        self.scale = 1.0 / len(model.subnets) if reduce == "mean" else 1.0
+
+    def nets(self) -> dict[str, SubNet]:
+        return dict(self.model.subnets)
+
+    def forward_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        want_features = self.beta != 0
+        full = self.model.full
+        out = self.model(x, full, features=want_features)
+        t_logits, t_stages = (out.logits, out.stages) if want_features else (out, [])
+        losses = {f"ce.{full.name}": F.cross_entropy(t_logits, y)}
+        logits = {full.name: t_logits}
+        if self.detach_teacher:
+            t_logits = t_logits.detach()
+            t_stages = [f.detach() for f in t_stages]
+        for sub in list(self.model.subnets.values())[1:]:
+            out = self.model(x, sub, features=want_features)
+            s_logits = out.logits if want_features else out
+            logits[sub.name] = s_logits
+            losses[f"ce.{sub.name}"] = F.cross_entropy(s_logits, y)
+            if self.alpha != 0:
+                losses[f"kl.{sub.name}"] = self.alpha * kl_distill(t_logits, s_logits, self.temperature)
+            if self.beta != 0:
+                att = sum(attention_distance(out.stages[s], t_stages[s], self.attention) for s in self.stages)
+                losses[f"att.{sub.name}"] = self.beta * att
+        if self.scale != 1.0:
+            losses = {k: v * self.scale for k, v in losses.items()}
+        return losses, logits
+
+    def predict(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        return self.model(x, name)
+
+    def extract(self, name: str) -> nn.Module:
+        return self.model.extract(name)
+
+
+@METHODS.register("ekd", help="DDNN + Embedded Knowledge Distillation (full net teaches every sub-net)")
+def build_ekd(cfg, make_model: ModelFactory) -> EmbeddedKD:
+    return EmbeddedKD(
+        make_model(), alpha=cfg.alpha, beta=cfg.beta, temperature=cfg.temperature,
+        attention=cfg.attention, stages=cfg.stages, detach_teacher=cfg.detach_teacher, reduce=cfg.reduce,
+    )
+
+
+@METHODS.register("ddnn", help="DDNN trained jointly with CE only (EKD with alpha = beta = 0)")
+def build_ddnn(cfg, make_model: ModelFactory) -> EmbeddedKD:
+    return EmbeddedKD(make_model(), alpha=0.0, beta=0.0, reduce=cfg.reduce)

@@ -1,0 +1,142 @@
+"""The depth-switching core: a network of stages whose sub-nets run the first d_s blocks of stage s.
+
+One `DynamicNet` holds the shared weights of every configured sub-net. A `SubNet` is a value
+(name + blocks per stage) passed to `forward`; nothing global changes when switching, so switching
+costs only the choice of which blocks run. `extract` turns one sub-net into a plain `nn.Sequential`.
+"""
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ddnn.errors import DdnnError
+from ddnn.models.norm import Keyed
+from ddnn.models.static import Residual
+
+
+@dataclass(frozen=True)
+class SubNet:
+    """A depth vector with a name: run the first `blocks[s]` blocks of stage s."""
+
+    name: str
+    blocks: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
+
+
+class Features(NamedTuple):
+    """What `forward(..., features=True)` returns: logits plus the feature points along the net."""
+
+    logits: torch.Tensor
+    stem: torch.Tensor
+    stages: list[torch.Tensor]
+
+
+class ResidualBlock(Keyed):
+    """relu(body(x) + shortcut(x)) with keyed (per-sub-net) normalisation inside."""
+
+    def __init__(self, body: Keyed, shortcut: nn.Module | None = None) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor, key: str) -> torch.Tensor:
+        if self.shortcut is None:
+            skip = x
+        elif isinstance(self.shortcut, Keyed):
+            skip = self.shortcut(x, key)
+        else:
+            skip = self.shortcut(x)
+        return torch.relu(self.body(x, key) + skip)
+
+    def to_static(self, key: str) -> nn.Module:
+        if self.shortcut is None:
+            shortcut: nn.Module = nn.Identity()
+        elif isinstance(self.shortcut, Keyed):
+            shortcut = self.shortcut.to_static(key)
+        else:
+            shortcut = copy.deepcopy(self.shortcut)
+        return Residual(self.body.to_static(key), shortcut)
+
+
+class DynamicNet(nn.Module):
+    """stem -> stages of blocks -> head, where a sub-net runs a prefix of each stage.
+
+    `subnets[0]` is the full net (every block). Block i of stage s only needs normalisation for
+    the sub-nets that run it, which the family builders arrange.
+    """
+
+    def __init__(
+        self,
+        stem: Keyed,
+        stages: Sequence[Sequence[Keyed]],
+        head: nn.Module,
+        subnets: Sequence[SubNet],
+        family: str,
+    ) -> None:
+        super().__init__()
+        self.stem = stem
+        self.stages = nn.ModuleList(nn.ModuleList(blocks) for blocks in stages)
+        self.head = head
+        self.family = family
+        self.max_blocks = tuple(len(blocks) for blocks in stages)
+        self.subnets = {s.name: s for s in subnets}
+        if len(self.subnets) != len(subnets):
+            raise DdnnError(f"sub-net names must be unique, got {[s.name for s in subnets]}")
+        self.full = subnets[0]
+        if self.full.blocks != self.max_blocks:
+            raise DdnnError(f"the first sub-net must be the full net {self.max_blocks}, got {self.full.blocks}")
+        for s in subnets:
+            self.check(s)
+
+    def check(self, subnet: SubNet) -> SubNet:
+        """Validate a depth vector against this net: one entry per stage, 1 <= d_s <= N_s."""
+        if len(subnet.blocks) != len(self.max_blocks) or not all(
+            1 <= d <= n for d, n in zip(subnet.blocks, self.max_blocks)
+        ):
+            raise DdnnError(
+                f"sub-net '{subnet.name}' has blocks {list(subnet.blocks)}, impossible for a net with "
+                f"{list(self.max_blocks)} blocks per stage; give one depth per stage, each 1..N_s"
+            )
+        return subnet
+
+    def resolve(self, subnet: SubNet | str | None) -> SubNet:
+        """A SubNet from a name (a configured sub-net), a SubNet, or None (the full net)."""
+        if subnet is None:
+            return self.full
+        if isinstance(subnet, str):
+            if subnet not in self.subnets:
+                raise DdnnError(f"unknown sub-net '{subnet}'; this net has: {', '.join(self.subnets)}")
+            return self.subnets[subnet]
+        return self.check(subnet)
+
+    def forward(
+        self, x: torch.Tensor, subnet: SubNet | str | None = None, features: bool = False
+    ) -> torch.Tensor | Features:
+        net = self.resolve(subnet)
+        key = net.name
+        stem = x = self.stem(x, key)
+        outs = []
+        for depth, blocks in zip(net.blocks, self.stages):
+            for block in blocks[:depth]:
+                x = block(x, key)
+            outs.append(x)
+        logits = self.head(x, key) if isinstance(self.head, Keyed) else self.head(x)
+        return Features(logits, stem, outs) if features else logits
+
+    def extract(self, subnet: SubNet | str | None = None) -> nn.Sequential:
+        """A plain nn.Sequential (torch.nn + `Residual`) computing exactly this sub-net."""
+        net = self.resolve(subnet)
+        key = net.name
+        layers: list[nn.Module] = [self.stem.to_static(key)]
+        for depth, blocks in zip(net.blocks, self.stages):
+            layers.extend(block.to_static(key) for block in blocks[:depth])
+        layers.append(self.head.to_static(key) if isinstance(self.head, Keyed) else copy.deepcopy(self.head))
+        static = nn.Sequential(*layers)
+        static.train(self.training)
+        return static
