@@ -12,7 +12,7 @@ def tiny_config():
             "name=tiny", "data.name=synthetic", "data.synthetic.size=160", "data.synthetic.image_size=16",
             "data.synthetic.channels=3", "data.synthetic.classes=4", "data.batch_size=32", "data.eval_batch_size=64",
             "data.val_fraction=0.2", "data.test_fraction=0.2", "model.name=resnet14", "model.subnets=[resnet8]",
-            "model.widths=[4,8,8]", "train.epochs=2", "optim.lr=0.05", "runtime.progress=false",
+            "model.widths=[4,8,8]", "train.epochs=2", "optim.lr=0.05", "schedule.warmup_epochs=0", "runtime.progress=false",
             *overrides,
         ])
 

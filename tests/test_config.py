@@ -27,13 +27,21 @@ def error_of(ref=None, overrides=()) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_defaults_equal_config():
-    assert load_config() == Config()
-    assert load_config(None, []) == Config()
+def test_no_config_is_the_bundled_default_run():
+    cfg = load_config()
+    assert cfg == load_config(None, []) == load_config("default")
+    assert cfg.name == "default" and cfg.data.name == "mnist5k" and cfg.method.name == "ekd"
+    assert cfg.model.name == "resnet32" and cfg.model.subnets == ["resnet20", "resnet14", "resnet8"]
+    assert cfg.train.epochs == 12 and cfg.data.batch_size == 64 and cfg.method.temperature == 1.0
+
+
+def test_dataclass_defaults_are_the_papers():
     cfg = Config()
     assert cfg.name == "default"
     assert cfg.data.name == "mnist5k" and cfg.model.name == "resnet56" and cfg.method.name == "ekd"
     assert cfg.model.subnets == ["resnet44", "resnet32", "resnet20"]
+    assert (cfg.method.alpha, cfg.method.beta, cfg.method.temperature) == (1.0, 1.0, 3.0)
+    assert cfg.method.attention == "zsum" and cfg.method.detach_teacher
     # mutable defaults are not shared between instances
     a, b = Config(), Config()
     a.data.augment.append("flip")
@@ -57,8 +65,8 @@ def test_dotted_overrides():
     assert cfg.model.widths == [8, 16, 32]
     assert cfg.optim.nesterov is True and cfg.runtime.channels_last == "auto"
     assert cfg.schedule.warmup_epochs == 1.0 and isinstance(cfg.schedule.warmup_epochs, float)
-    # untouched keys keep their defaults
-    assert cfg.optim.momentum == 0.9 and cfg.model.name == "resnet56" and cfg.data.name == "mnist5k"
+    # untouched keys keep the default run's values
+    assert cfg.optim.momentum == 0.9 and cfg.model.name == "resnet32" and cfg.data.name == "mnist5k"
 
 
 def test_overrides_values_are_yaml():
@@ -243,8 +251,8 @@ def test_config_path_is_a_directory(tmp_path):
     assert str(tmp_path) in msg
 
 
-@pytest.mark.parametrize("override, key", [("data=5", "data"), ("optim=fast", "optim"), ("data.synthetic=3", "data.synthetic"),
-                                           ("model=[1,2]", "model")])
+@pytest.mark.parametrize("override, key", [("data=5", "data"), ("data.synthetic=3", "data.synthetic"),
+                                           ("model=[1,2]", "model"), ("runtime=true", "runtime")])
 def test_section_given_a_scalar(override, key):
     msg = error_of(overrides=[override])
     assert f"'{key}'" in msg and "mapping" in msg
@@ -257,16 +265,24 @@ def test_subkey_of_a_scalar():
     assert "data.name" in msg
 
 
-def test_scalar_section_from_yaml(tmp_path):
+def test_section_given_a_word_sets_its_name():
+    cfg = load_config(None, ["method=individual", "model=resnet20"])
+    assert cfg.method.name == "individual" and cfg.model.name == "resnet20"
+    assert cfg.model.subnets == ["resnet20", "resnet14", "resnet8"]  # the section's other keys stay
+    assert cfg.method.temperature == 1.0
+    msg = error_of(overrides=["optim=fast"])
+    assert "'optim.name'" in msg and "'sgd'" in msg
+
+
+def test_section_given_a_word_in_yaml(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("data: cifar10\n")
+    path.write_text("method: ddnn\n")
+    assert load_config(str(path)).method.name == "ddnn"
+    path.write_text("runtime: fast\n")  # runtime has no name field: still a section
     msg = error_of(str(path))
-    assert "'data'" in msg and "mapping" in msg
+    assert "'runtime'" in msg and "mapping" in msg
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/ddnn/config.py _coerce: PyYAML (YAML 1.1) reads '5e-4' (no dot) as a str, and float fields accept "
-    "only int/float, so scientific notation like optim.weight_decay=5e-4 is rejected"))
 def test_scientific_notation_float():
     assert load_config(None, ["optim.weight_decay=5e-4"]).optim.weight_decay == pytest.approx(5e-4)
 

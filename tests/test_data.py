@@ -360,9 +360,7 @@ def test_cifar_test_batch_with_wrong_content(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", [
     "no-data-key", "no-labels-key", "not-a-dict", "labels-length",
-    pytest.param("wrong-shape", marks=pytest.mark.xfail(strict=True, reason=(
-        "src/ddnn/data/cifar.py _to_split: np.concatenate of batches with different row lengths raises "
-        "ValueError (a traceback) before the (N, 3072) shape check can turn it into a DdnnError"))),
+    "wrong-shape",
 ])
 def test_cifar_one_training_batch_with_wrong_content(tmp_path, kind):
     w = write_cifar10(tmp_path)
@@ -370,9 +368,6 @@ def test_cifar_one_training_batch_with_wrong_content(tmp_path, kind):
     expect_error(DataConfig(name="cifar10", root=str(tmp_path)), str(w["folder"]))
 
 
-@pytest.mark.xfail(strict=True, reason="src/ddnn/data/cifar.py read_batch catches only UnpicklingError/EOFError/"
-                   "ValueError/TypeError; a corrupt file whose opcodes are valid but nonsensical raises "
-                   "AttributeError (also OverflowError/MemoryError for bogus lengths) as a traceback")
 def test_cifar_corrupt_opcodes_are_a_ddnn_error(tmp_path):
     w = write_cifar10(tmp_path)
     bad = w["folder"] / "data_batch_1"

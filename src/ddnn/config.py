@@ -1,10 +1,12 @@
 """Typed experiment config: dataclasses with defaults, loaded from YAML plus dotted overrides.
 
-The defaults *are* the embedded default run (`ddnn train` with no arguments). Every key is checked:
-an unknown key, a wrong type or a value outside its choices is a one-line DdnnError.
+The dataclass defaults are METHODS.md's (the paper's EKD settings); the embedded default run is the
+bundled `configs/default.yaml` on top of them, which `ddnn train` uses when no -c is given. Every
+key is checked: an unknown key, a wrong type or a value outside its choices is a one-line DdnnError.
 """
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -86,7 +88,7 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 6
+    epochs: int = 12
     seed: int = 0
     select: Literal["mean", "full"] = "mean"  # best.pt by mean top-1 over nets, or the full net's
 
@@ -127,6 +129,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """`value` checked against the annotation `tp`; raises a one-line error naming `key`."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and "name" in {f.name for f in dataclasses.fields(tp)}:
+            value = {"name": value}  # `method=individual` is short for `method.name=individual`
         if not isinstance(value, dict):
             raise DdnnError(f"config key '{key}' must be a mapping of its fields, got {value!r}")
         return _build(tp, value, key + ".")
@@ -153,6 +157,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return None
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads `5e-4` (no dot) as a string
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return number
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
         raise DdnnError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
     return value
@@ -191,7 +202,10 @@ def _merge(base: dict[str, Any], path: list[str], value: Any, full_key: str) -> 
         if not isinstance(child, dict):
             raise DdnnError(f"config key '{full_key}': '{part}' is not a section")
         node = child
-    node[path[-1]] = value
+    if isinstance(node.get(path[-1]), dict) and isinstance(value, str):
+        node[path[-1]]["name"] = value  # a section given a name keeps its other keys
+    else:
+        node[path[-1]] = value
 
 
 def find_config(ref: str) -> Path:
@@ -226,12 +240,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_config(ref: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults <- YAML file (path or bundled name) <- `key=value` overrides."""
-    data: dict[str, Any] = {}
-    if ref is not None:
-        path = find_config(ref)
-        data = read_yaml(path)
-        data.setdefault("name", path.stem)
+    """Defaults <- YAML file (path or bundled name; None: the bundled default run) <- overrides."""
+    path = find_config("default" if ref is None else ref)
+    data = read_yaml(path)
+    data.setdefault("name", path.stem)
     for item in overrides:
         keys, value = _parse_override(item)
         _merge(data, keys, value, item.split("=", 1)[0])

@@ -36,22 +36,32 @@ def read_batch(path: Path) -> dict:
             raw = _ArrayUnpickler(fh, encoding="bytes").load()
     except FileNotFoundError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
-        raise DdnnError(f"{path} is not a readable CIFAR batch ({err}); re-extract the archive") from None
+    except Exception as err:  # a corrupt pickle can fail in many ways; none of them may run code
+        raise DdnnError(f"{path} is not a readable CIFAR batch ({type(err).__name__}: {err}); "
+                        "re-extract the archive") from None
     if not isinstance(raw, dict):
         raise DdnnError(f"{path} is not a CIFAR batch (expected a dict); re-extract the archive")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
 
 
-def _to_split(batches: list[dict], label_key: str, path: Path) -> Split:
-    try:
-        data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
-        labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
-    except KeyError as err:
-        raise DdnnError(f"{path}: a CIFAR batch lacks the key {err}; re-extract the archive") from None
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-        raise DdnnError(f"{path}: CIFAR data has shape {data.shape}, expected (N, 3072); re-extract the archive")
-    return Split(torch.from_numpy(data).reshape(-1, 3, 32, 32), torch.from_numpy(labels))
+def _to_split(batches: list[tuple[Path, dict]], label_key: str) -> Split:
+    """Concatenate checked batches: each must hold (N, 3072) uint8 rows and N labels."""
+    datas, labels = [], []
+    for path, batch in batches:
+        try:
+            data = np.asarray(batch["data"], dtype=np.uint8)
+            label = np.asarray(batch[label_key], dtype=np.int64)
+        except KeyError as err:
+            raise DdnnError(f"{path}: the CIFAR batch lacks the key {err}; re-extract the archive") from None
+        except (TypeError, ValueError, OverflowError) as err:
+            raise DdnnError(f"{path}: the CIFAR batch holds unusable values ({err}); re-extract the archive") from None
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or label.shape != (len(data),):
+            raise DdnnError(f"{path}: CIFAR data has shape {data.shape} with {label.size} labels, expected "
+                            "(N, 3072) and N labels; re-extract the archive")
+        datas.append(data)
+        labels.append(label)
+    data = np.concatenate(datas)
+    return Split(torch.from_numpy(data).reshape(-1, 3, 32, 32), torch.from_numpy(np.concatenate(labels)))
 
 
 def _folder(root: str | None, sub: str, first_file: str, name: str) -> Path:
@@ -78,7 +88,7 @@ def load_cifar_raw(root: str | None, classes: int) -> tuple[Split, Split]:
 
     def read(files: list[str]) -> Split:
         try:
-            return _to_split([read_batch(folder / f) for f in files], key, folder)
+            return _to_split([(folder / f, read_batch(folder / f)) for f in files], key)
         except FileNotFoundError as err:
             raise DdnnError(f"CIFAR file missing: {err.filename}; re-extract the archive into {folder.parent}") from None
 

@@ -37,13 +37,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DdnnError(f"checkpoint {path} does not exist; give a run folder's last.pt or best.pt")
+    corrupt = f"checkpoint {path} is corrupt or truncated"
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    # torch.save writes a zip archive (or, in its legacy format, a pickle: protocol byte 0x80)
+    if not zipfile.is_zipfile(path) and not (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        raise DdnnError(f"{corrupt} (neither a torch zip archive nor a pickle); use another checkpoint of the run")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
         raise DdnnError(f"checkpoint {path} was refused: it holds more than plain data ({first[:160]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise DdnnError(f"checkpoint {path} is corrupt or truncated ({str(err).splitlines()[0][:120]}); "
+        raise DdnnError(f"{corrupt} ({str(err).splitlines()[0][:120]}); "
                         "use another checkpoint of the run") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DdnnError(f"{path} is not a ddnn checkpoint (no '{FORMAT}' marker)")

@@ -33,10 +33,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_out_dir(out: Path) -> Path:
-    """Create the run folder; refuse to write into one that already holds a run."""
-    if out.exists() and any(out.iterdir()):
+def check_out_dir(out: Path) -> None:
+    """Refuse a run folder that already holds something (a previous run is never overwritten)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DdnnError(f"run folder {out} already exists and is not empty; choose another --out or remove it")
+
+
+def prepare_out_dir(out: Path) -> Path:
+    """Create the run folder (after every input check passed, so bad input leaves nothing behind)."""
+    check_out_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -56,14 +61,16 @@ def net_costs(method: Method, spec: InputSpec) -> dict[str, dict]:
 class Trainer:
     """Trains `cfg` into the run folder `out`; `fit()` returns the results.json content."""
 
-    def __init__(self, cfg: Config, out: Path, log=print) -> None:
+    def __init__(self, cfg: Config, out: Path, log=None) -> None:
         check_config(cfg)
-        self.cfg, self.log = cfg, log
-        self.out = prepare_out_dir(Path(out))
+        self.cfg = cfg
+        self.log = log or (lambda line: print(line, flush=True))  # flushed: progress shows in pipes and logs
+        check_out_dir(Path(out))
         self.runtime: Runtime = resolve_runtime(cfg.runtime)
         seed_everything(cfg.train.seed)
         self.data, self.spec = load_data(cfg)
         self.method = self.runtime.prepare(build_method(cfg, self.spec))
+        self.out = prepare_out_dir(Path(out))
         self.normalize = Normalizer(self.spec.mean, self.spec.std)
         self.steps_per_epoch = num_batches(self.data.train, cfg.data.batch_size)
         self.optimizer = make_optimizer(self.method.parameters(), cfg.optim)
@@ -98,13 +105,14 @@ class Trainer:
             self.scaler.scale(total).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             for k, v in losses.items():
                 sums[k] += v.detach().float() * len(y)
             for name, z in logits.items():
                 correct[name] += (z.detach().argmax(1) == y).sum()
             seen += len(y)
-        return {"losses": {k: v.item() / seen for k, v in sums.items()},
+        return {"lr": lr, "losses": {k: v.item() / seen for k, v in sums.items()},
                 "train_top1": {k: 100.0 * v.item() / seen for k, v in correct.items()}}
 
     def _evaluate(self, split_name: str) -> dict[str, float]:
@@ -133,8 +141,7 @@ class Trainer:
         with open(self.out / "metrics.jsonl", "a") as metrics:
             for epoch in range(1, cfg.train.epochs + 1):
                 t0 = time.perf_counter()
-                lr = self.optimizer.param_groups[0]["lr"]
-                record = {"epoch": epoch, "lr": lr, **self.train_epoch(epoch)}
+                record = {"epoch": epoch, **self.train_epoch(epoch)}  # lr: the epoch's last step
                 record[f"{self.select_split}_top1"] = evaluated = self._evaluate(self.select_split)
                 record["seconds"] = round(time.perf_counter() - t0, 3)
                 score = self._score(evaluated)
@@ -146,7 +153,7 @@ class Trainer:
                 metrics.flush()
                 accs = " ".join(f"{k} {v:.2f}" for k, v in evaluated.items())
                 loss = sum(record["losses"].values())
-                self.log(f"epoch {epoch:>3}/{cfg.train.epochs} lr {lr:.4f} loss {loss:.4f} | "
+                self.log(f"epoch {epoch:>3}/{cfg.train.epochs} lr {record['lr']:.4f} loss {loss:.4f} | "
                          f"{self.select_split} top1: {accs} | {record['seconds']:.1f}s")
         return self.finish(best_epoch, time.perf_counter() - start)
 
@@ -179,5 +186,5 @@ class Trainer:
         return results
 
 
-def train(cfg: Config, out: Path, log=print) -> dict:
+def train(cfg: Config, out: Path, log=None) -> dict:
     return Trainer(cfg, out, log).fit()

@@ -1,0 +1,109 @@
+"""The training methods: EKD's loss terms against a direct computation, what the detached teacher
+receives, the `mean` reduction, and that `individual` trains independent nets."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddnn.losses import attention_distance, kl_distill
+from ddnn.methods.ekd import EmbeddedKD
+from ddnn.methods.individual import Individual
+from ddnn.models import build_model
+from ddnn.models.dynamic import SubNet
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def tiny_ddnn(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model("resnet14", num_classes=5, in_channels=3, subnets=["resnet8"], widths=[4, 8, 8])
+
+
+def batch(seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(6, 3, 12, 12, generator=gen), torch.randint(0, 5, (6,), generator=gen)
+
+
+def test_ekd_terms_equal_a_direct_computation():
+    x, y = batch()
+    method = EmbeddedKD(tiny_ddnn(), alpha=0.7, beta=2.0, temperature=3.0, attention="zsum")
+    losses, logits = method.forward_train(x, y)
+    assert set(losses) == {"ce.resnet14", "ce.resnet8", "kl.resnet8", "att.resnet8"}
+
+    ref = tiny_ddnn()  # same seed: same weights; train mode uses batch statistics, so outputs match
+    full, sub = ref(x, "resnet14", features=True), ref(x, "resnet8", features=True)
+    torch.testing.assert_close(logits["resnet14"], full.logits)
+    torch.testing.assert_close(losses["ce.resnet14"], F.cross_entropy(full.logits, y))
+    torch.testing.assert_close(losses["ce.resnet8"], F.cross_entropy(sub.logits, y))
+    torch.testing.assert_close(losses["kl.resnet8"], 0.7 * kl_distill(full.logits, sub.logits, 3.0))
+    att = sum(attention_distance(s, t, "zsum") for s, t in zip(sub.stages, full.stages))
+    torch.testing.assert_close(losses["att.resnet8"], 2.0 * att)
+    assert losses["kl.resnet8"] > 0 and losses["att.resnet8"] > 0
+
+
+def test_attention_on_chosen_stages_only():
+    x, y = batch()
+    last = EmbeddedKD(tiny_ddnn(), alpha=0, beta=1.0, stages=[2]).forward_train(x, y)[0]["att.resnet8"]
+    ref = tiny_ddnn()
+    full, sub = ref(x, "resnet14", features=True), ref(x, "resnet8", features=True)
+    torch.testing.assert_close(last, attention_distance(sub.stages[2], full.stages[2]))
+
+
+def _grads_of_distillation(detach: bool) -> dict[str, torch.Tensor]:
+    """Gradients of the KL + attention terms alone, by parameter name."""
+    x, y = batch()
+    method = EmbeddedKD(tiny_ddnn(), alpha=1.0, beta=1.0, detach_teacher=detach)
+    losses, _ = method.forward_train(x, y)
+    (losses["kl.resnet8"] + losses["att.resnet8"]).backward()
+    return {n: p.grad for n, p in method.named_parameters()}
+
+
+def test_detached_teacher_learns_only_from_labels():
+    # the second block of each stage runs only in the full net (resnet14 = 2-2-2, resnet8 = 1-1-1)
+    detached = _grads_of_distillation(detach=True)
+    full_only = [n for n in detached if ".1.body." in n and "stages" in n]
+    assert full_only
+    assert all(detached[n] is None or detached[n].abs().max() == 0 for n in full_only)
+    # the sub-net's own path (shared stem conv) does get the distillation gradient
+    assert detached["model.stem.0.weight"].abs().max() > 0
+
+    attached = _grads_of_distillation(detach=False)
+    assert any(attached[n] is not None and attached[n].abs().max() > 0 for n in full_only)
+
+
+def test_mean_reduction_divides_every_term_by_the_number_of_nets():
+    x, y = batch()
+    summed, _ = EmbeddedKD(tiny_ddnn(), reduce="sum").forward_train(x, y)
+    mean, _ = EmbeddedKD(tiny_ddnn(), reduce="mean").forward_train(x, y)
+    assert summed.keys() == mean.keys()
+    for key in summed:
+        torch.testing.assert_close(mean[key], summed[key] / 2)
+
+
+def test_ddnn_is_ekd_without_distillation():
+    x, y = batch()
+    losses, _ = EmbeddedKD(tiny_ddnn(), alpha=0.0, beta=0.0).forward_train(x, y)
+    assert set(losses) == {"ce.resnet14", "ce.resnet8"}
+
+
+def test_individual_nets_share_nothing_and_train_independently():
+    torch.manual_seed(0)
+    nets = {
+        "resnet14": build_model("resnet14", num_classes=5, in_channels=3, widths=[4, 8, 8]),
+        "resnet8": build_model("resnet8", num_classes=5, in_channels=3, widths=[4, 8, 8]),
+    }
+    method = Individual(nets)
+    assert method.nets() == {"resnet14": SubNet("resnet14", (2, 2, 2)), "resnet8": SubNet("resnet8", (1, 1, 1))}
+    x, y = batch()
+    losses, logits = method.forward_train(x, y)
+    assert set(losses) == {"ce.resnet14", "ce.resnet8"}
+    # the deep net's loss gives the shallow net no gradient: summing the losses is training each alone
+    losses["ce.resnet14"].backward()
+    assert all(p.grad is None for p in method.models["resnet8"].parameters())
+    assert any(p.grad is not None for p in method.models["resnet14"].parameters())
