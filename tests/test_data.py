@@ -608,3 +608,19 @@ def test_synthetic_train_limit():
 def test_unknown_dataset_name():
     with pytest.raises(DdnnError, match="unknown dataset 'cifar1O'.*cifar10"):
         load_dataset(DataConfig(name="cifar1O"))
+
+
+@pytest.mark.parametrize("config, writer", [("ekd/cifar10-resnet56", write_cifar10), ("ekd/cifar100-resnet56", write_cifar100)])
+def test_bundled_cifar_recipe_trains_on_the_real_format(tmp_path, config, writer):
+    """The CIFAR recipes as shipped (val_fraction 0, crop + flip, multistep), shrunk to one tiny epoch."""
+    from ddnn.config import load_config
+    from ddnn.engine.trainer import train
+
+    writer(tmp_path)
+    cfg = load_config(config, [f"data.root={tmp_path}", "train.epochs=1", "model.widths=[4,4,4]",
+                               "data.batch_size=64", "runtime.progress=false"])
+    assert cfg.data.val_fraction == 0 and cfg.data.augment == ["crop", "flip"] and cfg.schedule.name == "multistep"
+    results = train(cfg, tmp_path / "run", log=lambda *_: None)
+    assert results["selected_on"] == "test" and results["dataset"] == cfg.data.name
+    assert list(results["nets"]) == ["resnet56", "resnet44", "resnet32", "resnet20"]
+    assert all(net["val_top1"] is None for net in results["nets"].values())

@@ -1,0 +1,69 @@
+"""Training throughput (images/s) of DDNN configurations and precisions, measured side by side.
+
+    python benchmarks/throughput.py [--steps 12] [--batch 128]
+
+Each case builds the method exactly as `ddnn train` does (1x32x32 inputs, 10 classes: the MNIST-5k
+shape) and times full training steps (forward of every net, one backward, one SGD step) after
+warm-up. Ratios between rows of one run are what to quote; absolute numbers drift on shared machines.
+"""
+
+import argparse
+import time
+
+import torch
+
+from ddnn.config import load_config
+from ddnn.engine.runtime import resolve_runtime
+from ddnn.engine.schedule import make_optimizer
+from ddnn.engine.setup import InputSpec, build_method
+
+CASES = {
+    "ekd resnet56 (56/44/32/20)": ["model.name=resnet56", "model.subnets=[resnet44,resnet32,resnet20]"],
+    "ekd resnet32 (32/20/14/8), default": [],
+    "ekd resnet32 (32/20/14/8), fp32": ["runtime.precision=fp32", "runtime.channels_last=false"],
+    "individual resnet32, 20, 14, 8": ["method=individual"],
+    "ekd resnet20 (20/14/8)": ["model.name=resnet20", "model.subnets=[resnet14,resnet8]"],
+}
+
+
+def images_per_second(overrides: list[str], steps: int, batch: int) -> float:
+    cfg = load_config(None, overrides)
+    runtime = resolve_runtime(cfg.runtime)
+    spec = InputSpec(num_classes=10, shape=(1, 32, 32), mean=(0.1,), std=(0.3,))
+    torch.manual_seed(0)
+    method = runtime.prepare(build_method(cfg, spec)).train()
+    optimizer = make_optimizer(method.parameters(), cfg.optim)
+    x = runtime.to_input(torch.randn(batch, 1, 32, 32))
+    y = torch.randint(0, 10, (batch,), device=runtime.device)
+
+    def step() -> None:
+        with runtime.autocast():
+            losses, _ = method.forward_train(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=128)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.steps} timed steps")
+    rates = {name: images_per_second(o, args.steps, args.batch) for name, o in CASES.items()}
+    base = rates["ekd resnet32 (32/20/14/8), default"]
+    print("| case | images/s | relative to the default |")
+    print("|---|---|---|")
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:.0f} | {rate / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
