@@ -22,5 +22,8 @@ def format_table(results: dict) -> str:
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     split = results.get("split", "test")
-    lines.append(f"top-1 on the {split} split; best = checkpoint chosen on the {results.get('selected_on', 'val')} split; {MACS_NOTE}")
+    best_note = ""
+    if any(net.get("best_top1") is not None for net in results["nets"].values()):
+        best_note = f"best = checkpoint chosen on the {results.get('selected_on', 'val')} split; "
+    lines.append(f"top-1 on the {split} split; {best_note}{MACS_NOTE}")
     return "\n".join(lines)
