@@ -337,3 +337,22 @@ def test_from_dict_partial_and_checked():
     assert cfg.optim.lr == 0.2 and cfg.optim.momentum == 0.9 and cfg.data == DataConfig()
     with pytest.raises(DdnnError, match="optim.lrr"):
         from_dict({"optim": {"lrr": 0.2}})
+
+
+@pytest.mark.parametrize("override, allowed", [
+    ("data.batch_size=0", ">= 1"), ("data.eval_batch_size=-1", ">= 1"), ("data.val_fraction=1.5", "[0, 1)"),
+    ("data.test_fraction=0", "(0, 1)"), ("data.train_limit=0", "null or an integer >= 1"),
+    ("data.crop_padding=-1", ">= 0"), ("data.synthetic.classes=1", ">= 2"), ("method.temperature=0", "> 0"),
+    ("optim.lr=-0.1", "> 0"), ("optim.momentum=1", "[0, 1)"), ("optim.weight_decay=-1e-4", ">= 0"),
+    ("schedule.gamma=0", "> 0"), ("schedule.warmup_epochs=-1", ">= 0"), ("train.epochs=0", ">= 1"),
+    ("runtime.threads=-2", ">= 0"),
+])
+def test_numbers_out_of_range(override, allowed):
+    msg = error_of(overrides=[override])
+    assert f"'{override.split('=')[0]}'" in msg and allowed in msg
+
+
+def test_numbers_at_the_edge_of_their_range_are_accepted():
+    cfg = load_config(None, ["data.val_fraction=0", "data.train_limit=1", "data.crop_padding=0", "optim.momentum=0",
+                             "optim.weight_decay=0", "schedule.warmup_epochs=0", "train.epochs=1", "runtime.threads=0"])
+    assert cfg.data.val_fraction == 0 and cfg.data.train_limit == 1 and cfg.train.epochs == 1

@@ -624,3 +624,12 @@ def test_bundled_cifar_recipe_trains_on_the_real_format(tmp_path, config, writer
     assert results["selected_on"] == "test" and results["dataset"] == cfg.data.name
     assert list(results["nets"]) == ["resnet56", "resnet44", "resnet32", "resnet20"]
     assert all(net["val_top1"] is None for net in results["nets"].values())
+
+
+@pytest.mark.parametrize("cfg, split", [
+    (DataConfig(name="synthetic", val_fraction=0.999), "training"),
+    (DataConfig(name="synthetic", synthetic=SyntheticConfig(size=3)), "test"),
+])
+def test_an_empty_split_is_a_ddnn_error(cfg, split):
+    with pytest.raises(DdnnError, match=f"the {split} split is empty"):
+        load_dataset(cfg)

@@ -250,8 +250,42 @@ def load_config(ref: str | None = None, overrides: list[str] | tuple[str, ...] =
     return from_dict(data)
 
 
+# Numeric keys whose type alone does not make them valid: dotted key -> (test, what is allowed).
+_RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "data.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "data.eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "data.val_fraction": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "data.test_fraction": (lambda v: 0 < v < 1, "a fraction in (0, 1)"),
+    "data.train_limit": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    "data.crop_padding": (lambda v: v >= 0, "an integer >= 0"),
+    "data.synthetic.size": (lambda v: v >= 1, "an integer >= 1"),
+    "data.synthetic.image_size": (lambda v: v >= 1, "an integer >= 1"),
+    "data.synthetic.channels": (lambda v: v >= 1, "an integer >= 1"),
+    "data.synthetic.classes": (lambda v: v >= 2, "an integer >= 2"),
+    "method.temperature": (lambda v: v > 0, "a number > 0"),
+    "optim.lr": (lambda v: v > 0, "a number > 0"),
+    "optim.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optim.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "schedule.gamma": (lambda v: v > 0, "a number > 0"),
+    "schedule.warmup_epochs": (lambda v: v >= 0, "a number >= 0"),
+    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "runtime.threads": (lambda v: v >= 0, "an integer >= 0 (0: torch's default)"),
+}
+
+
+def _check_ranges(cfg: Config) -> None:
+    for key, (ok, allowed) in _RANGES.items():
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not ok(value):
+            raise DdnnError(f"config key '{key}' is {value!r}; it must be {allowed}")
+
+
 def from_dict(data: dict[str, Any]) -> Config:
-    return _build(Config, data)
+    cfg = _build(Config, data)
+    _check_ranges(cfg)
+    return cfg
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ddnn.errors import DdnnError
+
 
 @dataclass
 class Split:
@@ -74,5 +76,9 @@ def carve(
     if train_limit is not None and train_limit < len(train):
         _, held = stratified_split(train.labels, train_limit / len(train), seed + 2)
         train = train.subset(held)
+    for split_name, split in (("training", train), ("test", test), ("validation", val)):
+        if split is not None and len(split) == 0:
+            raise DdnnError(f"{name}: the {split_name} split is empty; lower data.val_fraction/data.test_fraction "
+                            "or raise data.train_limit")
     mean, std = channel_stats(train.images)
     return Dataset(name, train, val, test, num_classes, mean, std)
