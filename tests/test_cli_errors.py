@@ -100,6 +100,14 @@ ERROR_CASES = {
     "eval-ckpt-foreign": Case(["eval", "--ckpt", "foreign.pt"], ["foreign.pt", "not a ddnn checkpoint"], write_foreign_ckpt),
     "eval-ckpt-malicious": Case(["eval", "--ckpt", "evil.pt"], ["evil.pt", "refused"], write_evil_zip_ckpt),
     "eval-ckpt-malicious-legacy": Case(["eval", "--ckpt", "evil.pt"], ["evil.pt", "refused"], write_evil_legacy_ckpt),
+    "init-from-missing": Case(["train", "model.name=resnet18", "model.subnets=[resnet10]", "model.init_from=nothere.pth"], ["nothere.pth", "does not exist"]),
+    "profile-run-missing": Case(["profile", "--run", "/nonexistent"], ["/nonexistent", "does not exist"]),
+    "profile-bad-batch-sizes": Case(["profile", "--batch-sizes", "1,0"], ["--batch-sizes", "positive"]),
+    "export-neither": Case(["export", "--run", "."], ["--subnet", "--all"]),
+    "export-run-empty": Case(["export", "--run", ".", "--all"], ["best.pt", "ddnn train"]),
+    "select-no-profile": Case(["select", "--run", ".", "--max-macs", "1e6"], ["profile.json", "ddnn profile --run"]),
+    "calibrate-run-missing": Case(["calibrate", "--run", "/nonexistent"], ["/nonexistent", "does not exist"]),
+    "report-run-missing": Case(["report", "/nonexistent"], ["/nonexistent"]),
 }
 
 OTHER_CASES = {

@@ -327,15 +327,17 @@ def test_subnet_runs_exactly_first_blocks(name, sub, blocks):
     assert model.subnets[subname].blocks == blocks
     ran = []
     for s, stage in enumerate(model.stages):
-        for i, block in enumerate(stage):
-            block.register_forward_hook(lambda m, inp, out, s=s, i=i: ran.append((s, i)))
-    model.eval()
-    with torch.no_grad():
-        model(torch.randn(1, 3, 32, 32), subname)
-        assert ran == [(s, i) for s, d in enumerate(blocks) for i in range(d)]
+        for i, block in enumerate(stage):  # a block's first conv runs in both the keyed and the plan path
+            block.body[0].register_forward_hook(lambda m, inp, out, s=s, i=i: ran.append((s, i)))
+    for training in (True, False):  # keyed path (training) and the eval-mode plan
+        model.train(training)
         ran.clear()
-        model(torch.randn(1, 3, 32, 32))
-        assert ran == [(s, i) for s, d in enumerate(model.max_blocks) for i in range(d)]
+        with torch.no_grad():
+            model(torch.randn(2, 3, 32, 32), subname)
+            assert ran == [(s, i) for s, d in enumerate(blocks) for i in range(d)]
+            ran.clear()
+            model(torch.randn(2, 3, 32, 32))
+            assert ran == [(s, i) for s, d in enumerate(model.max_blocks) for i in range(d)]
 
 
 def test_blocks_beyond_depth_do_not_affect_subnet():

@@ -1,4 +1,4 @@
-"""Command line: `ddnn train | eval | list`. Bad input ends in one line on stderr and exit code 2."""
+"""Command line: `ddnn train | eval | profile | export | select | calibrate | report | list`. Bad input ends in one line on stderr and exit code 2."""
 
 import argparse
 import json
@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
     p.set_defaults(func=_cmd_eval)
+
+    from ddnn.deploy.commands import add_parsers
+
+    add_parsers(sub)
 
     p = sub.add_parser("list", help="registered models, methods, datasets, named sub-nets and configs")
     p.set_defaults(func=_cmd_list)

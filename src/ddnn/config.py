@@ -55,6 +55,7 @@ class ModelConfig:
     shortcut: Literal["conv", "pad"] = "conv"
     stem: Literal["cifar", "imagenet"] | None = None  # family default when null
     zero_init_residual: bool = False
+    init_from: str | None = None  # torchvision ResNet state_dict file (ImageNet-style families)
 
 
 @dataclass

@@ -14,14 +14,22 @@ from ddnn.errors import DdnnError
 from ddnn.methods import Method
 
 
-def load_method(path: Path) -> tuple[Method, dict]:
-    """The trained method of a checkpoint (on CPU, eval mode) and the checkpoint itself."""
+def load_method(path: Path, calibrated: bool = True) -> tuple[Method, dict]:
+    """The trained method of a checkpoint (on CPU, eval mode) and the checkpoint itself.
+
+    BN statistics stored by `ddnn calibrate` are installed unless `calibrated` is False.
+    """
+    from ddnn.deploy.calibrate import apply_statistics
+
     ckpt = load_checkpoint(path)
     cfg = from_dict(ckpt["config"])
     method = build_method(cfg, InputSpec.from_dict(ckpt["input"]))
     try:
         method.load_state_dict(ckpt["state"])
-    except RuntimeError as err:
+        if calibrated:
+            for name, stats in ckpt.get("calibration", {}).get("nets", {}).items():
+                apply_statistics(method, name, stats)
+    except (RuntimeError, AttributeError, KeyError) as err:
         raise DdnnError(f"checkpoint {path} does not match its own config ({str(err).splitlines()[0][:160]})") from None
     return method.eval(), ckpt
 

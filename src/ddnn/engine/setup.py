@@ -1,9 +1,11 @@
 """From a config to the objects a run needs: dataset, method, and the input description."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ddnn.config import Config
 from ddnn.data import Dataset, load_dataset
+from ddnn.errors import DdnnError
 from ddnn.methods import Method
 from ddnn.models import ModelBuilder
 from ddnn.registry import METHODS
@@ -56,3 +58,6 @@ def check_config(cfg: Config) -> None:
     full = tuple(cfg.model.blocks) if cfg.model.blocks else preset
     if full is not None:
         resolve_subnets(family, full, cfg.model.subnets)
+    if cfg.model.init_from and not Path(cfg.model.init_from).expanduser().is_file():
+        raise DdnnError(f"model.init_from file {cfg.model.init_from} does not exist; "
+                        "give the path of a torchvision ResNet state_dict (.pth)")

@@ -1,13 +1,23 @@
-"""The end-of-run table: one row per net with top-1, parameters and MACs."""
+"""Tables for the terminal and Markdown: the end-of-run table and the helpers other tables share."""
 
 from ddnn.deploy.cost import MACS_NOTE
 
 
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+def human(n: float, binary: bool = False) -> str:
+    """1234567 -> '1.23M' (or, with `binary`, powers of 1024: '1.18Mi')."""
+    scales = (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)) if binary else (("G", 1e9), ("M", 1e6), ("K", 1e3))
+    for unit, scale in scales:
         if n >= scale:
             return f"{n / scale:.2f}{unit}"
     return str(int(n))
+
+
+def markdown_table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Lines of an aligned Markdown table; rows[0] is the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return lines
 
 
 def format_table(results: dict) -> str:
@@ -17,10 +27,8 @@ def format_table(results: dict) -> str:
         blocks = "-".join(map(str, net["blocks"])) if net.get("blocks") else "-"
         best = net.get("best_top1")
         rows.append((name, blocks, f"{net['top1']:.2f}", "-" if best is None else f"{best:.2f}",
-                     _human(net["params"]), _human(net["macs"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+                     human(net["params"]), human(net["macs"])))
+    lines = markdown_table(rows)
     split = results.get("split", "test")
     best_note = ""
     if any(net.get("best_top1") is not None for net in results["nets"].values()):

@@ -69,7 +69,13 @@ class Trainer:
         self.runtime: Runtime = resolve_runtime(cfg.runtime)
         seed_everything(cfg.train.seed)
         self.data, self.spec = load_data(cfg)
-        self.method = self.runtime.prepare(build_method(cfg, self.spec))
+        method = build_method(cfg, self.spec)
+        self.init_sha256 = None
+        if cfg.model.init_from:
+            from ddnn.models.pretrained import apply_init_from
+
+            self.init_sha256 = apply_init_from(method, Path(cfg.model.init_from).expanduser(), self.log)
+        self.method = self.runtime.prepare(method)
         self.out = prepare_out_dir(Path(out))
         self.normalize = Normalizer(self.spec.mean, self.spec.std)
         self.steps_per_epoch = num_batches(self.data.train, cfg.data.batch_size)
@@ -174,6 +180,8 @@ class Trainer:
             "device": str(self.runtime.device), "precision": self.runtime.precision,
             "train_size": len(self.data.train), "test_size": len(self.data.test),
             "macs_note": MACS_NOTE, "total_params": count_params(self.method),
+            "init_from": None if self.init_sha256 is None else {"path": self.cfg.model.init_from,
+                                                                 "sha256": self.init_sha256},
             "nets": {
                 name: {**costs[name], "top1": final[name], "best_top1": best_test[name],
                        "val_top1": None if val is None else val[name]}

@@ -54,6 +54,13 @@ class ResidualBlock(Keyed):
             skip = self.shortcut(x)
         return torch.relu(self.body(x, key) + skip)
 
+    def bind(self, key: str) -> nn.Module:
+        if self.shortcut is None:
+            shortcut: nn.Module = nn.Identity()
+        else:
+            shortcut = self.shortcut.bind(key) if isinstance(self.shortcut, Keyed) else self.shortcut
+        return Residual(self.body.bind(key), shortcut)
+
     def to_static(self, key: str) -> nn.Module:
         if self.shortcut is None:
             shortcut: nn.Module = nn.Identity()
@@ -93,6 +100,9 @@ class DynamicNet(nn.Module):
             raise DdnnError(f"the first sub-net must be the full net {self.max_blocks}, got {self.full.blocks}")
         for s in subnets:
             self.check(s)
+        # eval-mode plans: per sub-net, plain modules sharing this net's layers (not registered as
+        # submodules, so they add nothing to parameters() or the state dict)
+        self.__dict__["_plans"] = {}
 
     def check(self, subnet: SubNet) -> SubNet:
         """Validate a depth vector against this net: one entry per stage, 1 <= d_s <= N_s."""
@@ -115,10 +125,29 @@ class DynamicNet(nn.Module):
             return self.subnets[subnet]
         return self.check(subnet)
 
+    def _plan(self, net: SubNet) -> nn.Sequential:
+        """The sub-net as a plain nn.Sequential over the shared layers, built once per sub-net."""
+        plan = self._plans.get(net)
+        if plan is None:
+            layers = [self.stem.bind(net.name)]
+            for depth, blocks in zip(net.blocks, self.stages):
+                layers.extend(block.bind(net.name) for block in blocks[:depth])
+            layers.append(self.head.bind(net.name) if isinstance(self.head, Keyed) else self.head)
+            plan = self._plans[net] = nn.Sequential(*layers)
+        return plan
+
+    def _apply(self, fn, recurse=True):
+        self._plans.clear()  # device/dtype moves may replace tensors; plans are rebuilt on demand
+        return super()._apply(fn, recurse)
+
     def forward(
         self, x: torch.Tensor, subnet: SubNet | str | None = None, features: bool = False
     ) -> torch.Tensor | Features:
+        """Logits of a sub-net (default: the full net). In eval mode a plain per-sub-net plan runs,
+        so a sub-net inside the DDNN is as fast as its extracted form; training takes the keyed path."""
         net = self.resolve(subnet)
+        if not self.training and not features:
+            return self._plan(net)(x)
         key = net.name
         stem = x = self.stem(x, key)
         outs = []

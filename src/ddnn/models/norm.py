@@ -8,13 +8,18 @@ import copy
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ddnn.errors import DdnnError
 
 
 class Keyed(nn.Module):
-    """Marker base: forward(x, key) and to_static(key) -> a plain nn.Module."""
+    """Marker base: forward(x, key); bind(key) -> a plain module sharing this one's weights (what
+    eval-mode forward runs, so switching costs nothing); to_static(key) -> an independent copy."""
+
+    def bind(self, key: str) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def to_static(self, key: str) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -42,22 +47,70 @@ class PrivateNorm(Keyed):
     def forward(self, x: torch.Tensor, key: str) -> torch.Tensor:
         return self._pick(key)(x)
 
+    def bind(self, key: str) -> nn.Module:
+        return self._pick(key)
+
     def to_static(self, key: str) -> nn.Module:
         return copy.deepcopy(self._pick(key))
 
+    def set_statistics(self, key: str, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Replace sub-net `key`'s running statistics (from `ddnn calibrate`)."""
+        norm = self._pick(key)
+        norm.running_mean.copy_(mean)
+        norm.running_var.copy_(var)
+
 
 class SharedNorm(Keyed):
-    """One normalisation layer for every sub-net (option `bn: shared`)."""
+    """One normalisation layer for every sub-net (option `bn: shared`).
+
+    Its running statistics are a blend over sub-nets; `ddnn calibrate` re-estimates them per sub-net
+    and stores them here (`set_statistics`), used in eval mode and by `to_static`. They are
+    non-persistent buffers: the checkpoint keeps them apart from the trained state.
+    """
 
     def __init__(self, make: Callable[[], nn.Module], keys: Sequence[str] = ()) -> None:
         super().__init__()
         self.norm = make()
+        self.calibrated: set[str] = set()
+
+    def _stats(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"calibrated_mean_{key}"), getattr(self, f"calibrated_var_{key}")
 
     def forward(self, x: torch.Tensor, key: str) -> torch.Tensor:
-        return self.norm(x)
+        if self.training or key not in self.calibrated:
+            return self.norm(x)
+        mean, var = self._stats(key)
+        return F.batch_norm(x, mean, var, self.norm.weight, self.norm.bias, False, 0.0, self.norm.eps)
+
+    def bind(self, key: str) -> nn.Module:
+        return _SharedNormView(self, key)
 
     def to_static(self, key: str) -> nn.Module:
-        return copy.deepcopy(self.norm)
+        norm = copy.deepcopy(self.norm)
+        if key in self.calibrated:
+            mean, var = self._stats(key)
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
+        return norm
+
+    def set_statistics(self, key: str, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Give sub-net `key` its own running statistics (from `ddnn calibrate`)."""
+        ref = self.norm.running_mean
+        self.register_buffer(f"calibrated_mean_{key}", mean.detach().to(ref), persistent=False)
+        self.register_buffer(f"calibrated_var_{key}", var.detach().to(ref), persistent=False)
+        self.calibrated.add(key)
+
+
+class _SharedNormView(nn.Module):
+    """A shared norm seen by one sub-net (its calibrated statistics are looked up at call time)."""
+
+    def __init__(self, shared: SharedNorm, key: str) -> None:
+        super().__init__()
+        self.shared = shared
+        self.key = key
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared(x, self.key)
 
 
 NORMS = {"private": PrivateNorm, "shared": SharedNorm}
@@ -75,6 +128,9 @@ class KeyedSequential(nn.Sequential, Keyed):
         for layer in self:
             x = layer(x, key) if isinstance(layer, Keyed) else layer(x)
         return x
+
+    def bind(self, key: str) -> nn.Sequential:
+        return nn.Sequential(*(layer.bind(key) if isinstance(layer, Keyed) else layer for layer in self))
 
     def to_static(self, key: str) -> nn.Sequential:
         return nn.Sequential(

@@ -1,0 +1,210 @@
+"""The deploy subcommands (`profile`, `export`, `select`, `calibrate`, `report`) behind the CLI."""
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import torch
+
+from ddnn.data import Normalizer, batches
+from ddnn.engine.checkpoint import save_atomic
+from ddnn.engine.evaluate import evaluate
+from ddnn.engine.runtime import Runtime
+from ddnn.engine.summary import markdown_table
+from ddnn.errors import DdnnError
+
+CPU_FP32 = Runtime(torch.device("cpu"), None, False)
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise DdnnError(f"--batch-sizes '{text}' must be comma-separated integers, e.g. 1,32") from None
+    if not sizes or any(b < 1 for b in sizes):
+        raise DdnnError(f"--batch-sizes '{text}' must be positive integers, e.g. 1,32")
+    return sizes
+
+
+def _accuracy(run) -> dict[str, dict[str, float | None]]:
+    """Test and validation top-1 of the loaded checkpoint, per net (fp32, CPU)."""
+    data = run.load_data()
+    normalize = Normalizer(run.spec.mean, run.spec.std)
+    bs = run.cfg.data.eval_batch_size
+    test = evaluate(run.method, data.test, normalize, CPU_FP32, bs)
+    val = evaluate(run.method, data.val, normalize, CPU_FP32, bs) if data.val is not None else {}
+    return {name: {"top1": test[name], "val_top1": val.get(name)} for name in test}
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from ddnn.deploy.profile import ProfileOptions, format_profile, profile_method, write_profile
+
+    opts = ProfileOptions(device=args.device, threads=args.threads, precision=args.precision,
+                          batch_sizes=_batch_sizes(args.batch_sizes), warmup=args.warmup, repeats=args.repeats)
+    if args.run:
+        from ddnn.deploy.run import open_run
+
+        if args.config or args.overrides:
+            raise DdnnError("give either --run DIR or a config (-c / key=value), not both")
+        run = open_run(Path(args.run), args.which)
+        method, spec, accuracy = run.method, run.spec, _accuracy(run)
+        out = Path(args.out) if args.out else run.folder
+        source = {"run": str(run.folder), "checkpoint": str(run.checkpoint), "epoch": run.ckpt["epoch"]}
+    else:
+        from ddnn.config import load_config
+        from ddnn.engine.setup import build_method, check_config, load_data
+
+        cfg = load_config(args.config, args.overrides)
+        check_config(cfg)
+        torch.manual_seed(cfg.train.seed)
+        _, spec = load_data(cfg)
+        method, accuracy = build_method(cfg, spec), None
+        out = Path(args.out) if args.out else Path("profiles") / cfg.name
+        source = {"config": cfg.name, "weights": "random init (latency and memory do not depend on them)"}
+    profile = {**source, **profile_method(method, spec, opts, accuracy)}
+    paths = write_profile(profile, out)
+    print(format_profile(profile))
+    print(f"written: {', '.join(map(str, paths))}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ddnn.deploy.export import SUFFIX, export_net
+    from ddnn.deploy.run import open_run
+
+    if bool(args.subnet) == bool(args.all):
+        raise DdnnError("give --subnet NAME or --all")
+    if args.verify_images < 1:
+        raise DdnnError("--verify-images must be >= 1")
+    run = open_run(Path(args.run), args.which)
+    names = list(run.method.nets()) if args.all else [run.check_net(args.subnet)]
+    data = run.load_data()
+    images = data.test.images[: args.verify_images]
+    if args.out and not args.all:
+        targets = {names[0]: Path(args.out)}
+    else:
+        folder = Path(args.out) if args.out else run.folder / "export"
+        targets = {name: folder / f"{name}{SUFFIX[args.format]}" for name in names}
+    for name, path in targets.items():
+        info = export_net(run, name, args.format, path, images)
+        print(f"{path}: {name} ({'-'.join(map(str, info['blocks']))}) as {args.format}, verified on "
+              f"{info['verified']['images']} test images, max abs diff {info['verified']['max_abs_diff']:.2e} "
+              f"(<= {info['verified']['tolerance']:g}); input float [0,1] NCHW {info['input']['shape'][1:]}, "
+              f"normalisation included; description: {path}.json")
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from ddnn.deploy.select import Budget, explain, select
+
+    folder = Path(args.run)
+    path = folder / "profile.json"
+    if not folder.is_dir():
+        raise DdnnError(f"run folder {folder} does not exist")
+    if not path.is_file():
+        raise DdnnError(f"{folder} has no profile.json; run `ddnn profile --run {folder}` first "
+                        "(select ranks the nets by the accuracy and latency it measures)")
+    try:
+        profile = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DdnnError(f"{path} is not valid JSON ({err.msg}); run `ddnn profile --run {folder}` again") from None
+    budget = Budget(args.max_latency_ms, args.max_macs, args.max_params, args.batch)
+    choice = select(profile, budget)
+    print(explain(choice, budget))
+    if args.json:
+        print(json.dumps(choice, indent=2))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from ddnn.deploy.calibrate import calibrate
+    from ddnn.deploy.run import open_run
+
+    if args.batches < 1 or (args.batch_size is not None and args.batch_size < 1):
+        raise DdnnError("--batches and --batch-size must be >= 1")
+    run = open_run(Path(args.run), args.which, calibrated=False)
+    data = run.load_data()
+    target = data.val if args.split == "val" else data.test
+    if target is None:
+        raise DdnnError(f"the run has no {args.split} split (data.val_fraction is 0); use --split test")
+    normalize = Normalizer(run.spec.mean, run.spec.std)
+    bs = args.batch_size or run.cfg.data.batch_size
+    eval_bs = run.cfg.data.eval_batch_size
+    before = evaluate(run.method, target, normalize, CPU_FP32, eval_bs)
+
+    def stream():  # training images, no augmentation: the statistics the test images will meet
+        return (x for x, _ in itertools.islice(batches(data.train, bs, normalize, shuffle_seed=args.seed), args.batches))
+
+    stats = calibrate(run.method, stream)
+    after = evaluate(run.method, target, normalize, CPU_FP32, eval_bs)
+    used = [len(x) for x in stream()]
+    images, n_batches = sum(used), len(used)
+    run.ckpt["calibration"] = {"nets": stats, "batches": n_batches, "batch_size": bs, "images": images,
+                               "seed": args.seed, "split": args.split, "top1_before": before, "top1_after": after}
+    save_atomic(run.ckpt, run.checkpoint)
+    rows = [("net", f"{args.split} top1 before", "after", "change")]
+    rows += [(n, f"{before[n]:.2f}", f"{after[n]:.2f}", f"{after[n] - before[n]:+.2f}") for n in before]
+    print("\n".join(markdown_table(rows)))
+    print(f"BN statistics of every net re-estimated from {images} training images ({n_batches} batches of up to {bs}, "
+          f"bn={run.cfg.model.bn}); stored in {run.checkpoint} and used by eval, profile and export")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ddnn.deploy.report import build_report
+
+    build_report([Path(p) for p in args.runs], Path(args.out))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """Register the deploy subcommands on the CLI's subparsers."""
+    def run_args(p, which_default="best"):
+        p.add_argument("--run", required=True, help="run folder written by ddnn train")
+        p.add_argument("--which", choices=["best", "last"], default=which_default, help="checkpoint (default best)")
+
+    p = sub.add_parser("profile", help="params, MACs, latency (inside the DDNN and standalone) and peak memory per net")
+    p.add_argument("--run", help="run folder (else profile a config's nets with random weights)")
+    p.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint of --run (default best)")
+    p.add_argument("-c", "--config", help="config to profile without training (default: the bundled default)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (config mode)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--batch-sizes", default="1,32", help="comma-separated (default 1,32)")
+    p.add_argument("--repeats", type=int, default=30, help="timed runs per net and batch size (default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--out", help="folder for profile.json/.csv (default: the run folder, or profiles/<config>)")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("export", help="a standalone TorchScript/ONNX file of a net, verified against the DDNN")
+    run_args(p)
+    p.add_argument("--subnet", help="net name (see the run's results table)")
+    p.add_argument("--all", action="store_true", help="export every net")
+    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    p.add_argument("--out", help="file (one net) or folder (--all); default RUN/export/")
+    p.add_argument("--verify-images", type=int, default=256, help="test images the file is checked on (default 256)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("select", help="the most accurate net of a profiled run within a budget")
+    p.add_argument("--run", required=True, help="run folder holding profile.json (ddnn profile --run)")
+    p.add_argument("--max-latency-ms", type=float, help="standalone median latency budget")
+    p.add_argument("--max-macs", type=float, help="MACs budget (e.g. 3e7)")
+    p.add_argument("--max-params", type=float, help="parameter budget (e.g. 2e5)")
+    p.add_argument("--batch", type=int, default=1, help="batch size whose latency counts (default 1)")
+    p.add_argument("--json", action="store_true", help="also print the choice as JSON")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("calibrate", help="re-estimate each net's BN statistics from training batches")
+    run_args(p)
+    p.add_argument("--batches", type=int, default=20, help="training batches (default 20)")
+    p.add_argument("--batch-size", type=int, help="default: the run's data.batch_size")
+    p.add_argument("--split", choices=["test", "val"], default="test", help="split for before/after accuracy")
+    p.add_argument("--seed", type=int, default=0, help="which training images are drawn")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("report", help="plots and a table of one or more runs (seeds aggregated as mean ± std)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders of run folders")
+    p.add_argument("--out", default="report", help="output folder (default ./report)")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,113 @@
+"""`ddnn export`: one net as a standalone file (TorchScript or ONNX), verified right after writing.
+
+The file holds the extracted plain module behind the run's input normalisation, so it takes float
+images in [0, 1], NCHW, and needs only torch (TorchScript) or an ONNX runtime to run. It is read
+back and run on real images; its logits must match the DDNN's own (max abs difference <= 1e-4) or
+nothing is written and the command fails.
+"""
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ddnn.deploy.run import TrainedRun
+from ddnn.engine.checkpoint import sha256_of
+from ddnn.errors import DdnnError
+
+TOLERANCE = 1e-4
+SUFFIX = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}
+
+
+class Normalized(nn.Module):
+    """(x - mean) / std per channel, then the net: the file takes plain [0, 1] pixels."""
+
+    def __init__(self, net: nn.Module, mean, std) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def _onnx_modules():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError:
+        raise DdnnError("ONNX export needs the `export` extra: pip install 'ddnn[export]' "
+                        "(onnx + onnxruntime), or use --format torchscript") from None
+    return onnxruntime
+
+
+def _write(model: nn.Module, example: torch.Tensor, fmt: str, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer / exporter deprecation chatter
+        if fmt == "torchscript":
+            torch.jit.save(torch.jit.trace(model, example), str(path))
+        else:
+            # the TorchScript-based exporter: no onnxscript needed, dynamic batch axis
+            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["image"],
+                              output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                              opset_version=17)
+
+
+def _run_file(fmt: str, path: Path, images: torch.Tensor) -> torch.Tensor:
+    """Logits of the written file on `images`, through the runtime a deployment would use."""
+    if fmt == "torchscript":
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+            return torch.jit.load(str(path), map_location="cpu")(images)
+    ort = _onnx_modules()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"image": images.numpy()})[0])
+
+
+@torch.no_grad()
+def export_net(run: TrainedRun, name: str, fmt: str, path: Path, images: torch.Tensor) -> dict:
+    """Write net `name` of `run` to `path` and verify it on `images` (uint8 NCHW from the data).
+
+    Returns the export's description (also written beside the file as JSON).
+    """
+    if fmt == "onnx":
+        _onnx_modules()
+    run.check_net(name)
+    method = run.method.float().cpu().eval()
+    model = Normalized(method.extract(name).eval(), run.spec.mean, run.spec.std).eval()
+    pixels = images.float() / 255.0
+    normalize = Normalized(nn.Identity(), run.spec.mean, run.spec.std)
+    reference = method.predict(normalize(pixels), name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # written and checked under a temporary name: a failed export never replaces a good file
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        _write(model, pixels[:2], fmt, tmp)
+        try:
+            produced = _run_file(fmt, tmp, pixels)
+        except Exception as err:  # a file its own runtime cannot run is not an export
+            raise DdnnError(f"the exported '{name}' could not be run back ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:160]}); nothing written") from None
+        diff = (produced.float() - reference).abs().max().item()
+        if not diff <= TOLERANCE:
+            raise DdnnError(f"export of '{name}' failed verification: its outputs differ from the DDNN's by "
+                            f"{diff:.2e} (> {TOLERANCE:g}) on {len(images)} images; nothing written")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    sub = run.method.nets()[name]
+    info = {
+        "net": name, "blocks": list(sub.blocks), "format": fmt, "file": path.name, "sha256": sha256_of(path),
+        "input": {"shape": ["batch", *run.spec.shape], "dtype": "float32", "range": [0.0, 1.0],
+                  "normalization": "included", "mean": list(run.spec.mean), "std": list(run.spec.std)},
+        "output": {"logits": run.spec.num_classes},
+        "verified": {"images": len(images), "max_abs_diff": diff, "tolerance": TOLERANCE},
+        "source": {"checkpoint": str(run.checkpoint), "epoch": run.ckpt["epoch"],
+                   "calibrated_bn": name in run.ckpt.get("calibration", {}).get("nets", {})},
+    }
+    Path(str(path) + ".json").write_text(json.dumps(info, indent=2) + "\n")
+    return info

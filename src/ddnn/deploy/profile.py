@@ -1,0 +1,134 @@
+"""`ddnn profile`: what each net costs on a device: parameters, MACs, latency and peak memory.
+
+Latency is measured twice per net and batch size, side by side: the sub-net run inside the DDNN
+(`forward(x, subnet)`) and its extracted standalone module. Their ratio shows what switching costs.
+"""
+
+import contextlib
+import csv
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ddnn.deploy.cost import MACS_NOTE, count_macs, count_params
+from ddnn.deploy.latency import time_pair
+from ddnn.deploy.memory import peak_forward_memory
+from ddnn.engine.runtime import DTYPES, resolve_device
+from ddnn.engine.setup import InputSpec
+from ddnn.engine.summary import human, markdown_table
+from ddnn.errors import DdnnError
+from ddnn.methods import Method
+
+
+@dataclass
+class ProfileOptions:
+    device: str = "cpu"
+    threads: int = 0  # 0: torch's default
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; channels_last when not fp32)
+    batch_sizes: tuple[int, ...] = (1, 32)
+    warmup: int = 5
+    repeats: int = 30
+
+
+def _context(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if precision == "fp16" and device.type == "cpu":
+        raise DdnnError("--precision fp16 is for CUDA; on a CPU use bf16 or fp32")
+    return lambda: torch.autocast(device.type, dtype=DTYPES[precision])
+
+
+def profile_method(method: Method, spec: InputSpec, opts: ProfileOptions,
+                   accuracy: dict[str, dict[str, float | None]] | None = None) -> dict:
+    """The profile of every net of `method` (see the README for the fields); `accuracy` per net."""
+    if any(b < 1 for b in opts.batch_sizes) or opts.repeats < 1 or opts.warmup < 0:
+        raise DdnnError("batch sizes and --repeats must be >= 1 and --warmup >= 0")
+    device = resolve_device(opts.device)
+    if opts.threads > 0:
+        torch.set_num_threads(opts.threads)
+    context = _context(device, opts.precision)
+    fmt = torch.contiguous_format if opts.precision == "fp32" else torch.channels_last
+    method = method.eval().to(device).to(memory_format=fmt)
+    gen = torch.Generator().manual_seed(0)
+    inputs = {b: torch.randn(b, *spec.shape, generator=gen).to(device).contiguous(memory_format=fmt)
+              for b in opts.batch_sizes}
+    nets = {}
+    for name, sub in method.nets().items():
+        standalone = method.extract(name).eval()
+        row = {"blocks": list(sub.blocks), "params": count_params(standalone),
+               "macs": count_macs(standalone.float().cpu(), spec.shape),
+               **(accuracy or {}).get(name, {"top1": None, "val_top1": None}),
+               "latency_ms": {}, "peak_memory_bytes": {}}
+        standalone = standalone.to(device).to(memory_format=fmt)
+        for b, x in inputs.items():
+            inside, alone = time_pair(lambda t, n=name: method.predict(t, n), standalone, x,
+                                      opts.warmup, opts.repeats, context)
+            row["latency_ms"][str(b)] = {"standalone": alone, "ddnn": inside,
+                                         "ratio": inside["median"] / alone["median"]}
+            with context():
+                row["peak_memory_bytes"][str(b)] = peak_forward_memory(standalone, x)
+        nets[name] = row
+    return {"device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
+            **{k: v for k, v in asdict(opts).items() if k not in ("device", "threads")},
+            "batch_sizes": list(opts.batch_sizes), "torch": torch.__version__, "macs_note": MACS_NOTE,
+            "nets": nets}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+def format_profile(profile: dict) -> str:
+    """The profile as a Markdown table: one row per net, latency median [p10-p90] per batch size."""
+    sizes = [str(b) for b in profile["batch_sizes"]]
+    head = ["net", "blocks", "top1 %", "params", "MACs"]
+    for b in sizes:
+        head += [f"ms @{b} [p10-p90]", f"DDNN/alone @{b}", f"peak mem @{b}"]
+    rows = [tuple(head)]
+    for name, n in profile["nets"].items():
+        row = [name, "-".join(map(str, n["blocks"])), "-" if n.get("top1") is None else f"{n['top1']:.2f}",
+               human(n["params"]), human(n["macs"])]
+        for b in sizes:
+            lat = n["latency_ms"][b]
+            s = lat["standalone"]
+            row += [f"{s['median']:.2f} [{s['p10']:.2f}-{s['p90']:.2f}]", f"{lat['ratio']:.3f}",
+                    human(n["peak_memory_bytes"][b], binary=True) + "B"]
+        rows.append(tuple(row))
+    note = (f"{profile['device_name']} ({profile['device']}), {profile['threads']} threads, {profile['precision']}; "
+            f"median of {profile['repeats']} runs after {profile['warmup']} warm-up; ms = the extracted "
+            f"standalone net; DDNN/alone = the sub-net run inside the DDNN over standalone (1.0 = switching "
+            f"is free); peak mem = weights + input + activations; {MACS_NOTE}")
+    return "\n".join(markdown_table(rows) + [note])
+
+
+def write_profile(profile: dict, out: Path) -> list[Path]:
+    """profile.json and profile.csv (one row per net) in the folder `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "profile.json").write_text(json.dumps(profile, indent=2) + "\n")
+    fields = ["net", "blocks", "params", "macs", "top1", "val_top1"]
+    for b in map(str, profile["batch_sizes"]):
+        fields += [f"ms_b{b}_median", f"ms_b{b}_p10", f"ms_b{b}_p90", f"ms_b{b}_ddnn_median",
+                   f"ratio_b{b}", f"peak_bytes_b{b}"]
+    with open(out / "profile.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for name, n in profile["nets"].items():
+            row = {"net": name, "blocks": "-".join(map(str, n["blocks"])), "params": n["params"],
+                   "macs": n["macs"], "top1": n.get("top1"), "val_top1": n.get("val_top1")}
+            for b in map(str, profile["batch_sizes"]):
+                lat = n["latency_ms"][b]
+                row |= {f"ms_b{b}_median": lat["standalone"]["median"], f"ms_b{b}_p10": lat["standalone"]["p10"],
+                        f"ms_b{b}_p90": lat["standalone"]["p90"], f"ms_b{b}_ddnn_median": lat["ddnn"]["median"],
+                        f"ratio_b{b}": lat["ratio"], f"peak_bytes_b{b}": n["peak_memory_bytes"][b]}
+            writer.writerow(row)
+    return [out / "profile.json", out / "profile.csv"]

@@ -1,0 +1,264 @@
+"""Reading finished run folders and pooling the seeds of one config, for `ddnn report`.
+
+A group is every run whose resolved config.yaml is the same once the keys that do not change what is
+trained are dropped (the seed, the run name, where the data lives, runtime settings). Its numbers
+are the mean and sample standard deviation (ddof=1) over those runs, per net.
+"""
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ddnn.errors import DdnnError
+
+# Dotted config keys (or prefixes ending in '.') that do not split runs into different groups.
+IGNORED_KEYS = ("name", "train.seed", "data.root", "runtime.")
+
+
+@dataclass
+class Run:
+    """One finished run folder: its flattened config, results.json, metrics.jsonl and profile.json."""
+
+    path: Path
+    config: dict[str, Any]
+    results: dict
+    metrics: list[dict]
+    profile: dict | None
+
+    @property
+    def seed(self) -> Any:
+        return self.results.get("seed", self.config.get("train.seed"))
+
+
+@dataclass
+class Group:
+    """Runs of one config that differ only in the ignored keys (in practice: seeds)."""
+
+    key: str
+    config: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+    label: str = ""
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+def expand_run_dirs(paths: list[Path]) -> list[Path]:
+    """Run folders of the given paths: each is a run, or a parent whose sub-folders hold runs."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise DdnnError(f"run folder {path} does not exist; give folders written by ddnn train")
+        if not path.is_dir():
+            raise DdnnError(f"{path} is not a folder; give a run folder written by ddnn train (or a folder of runs)")
+        if (path / "results.json").is_file():
+            runs = [path]
+        else:
+            runs = sorted(p.parent for p in path.rglob("results.json"))
+        if not runs:
+            raise DdnnError(f"{path} has no results.json (nor any sub-folder with one): "
+                            "is it a finished ddnn run? (train it with ddnn train)")
+        found += [r for r in runs if r.resolve() not in {f.resolve() for f in found}]
+    return found
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DdnnError(f"{path} is not valid JSON (line {err.lineno}: {err.msg}); "
+                        "the run may have been cut short: train it again") from None
+    except OSError as err:
+        raise DdnnError(f"cannot read {path}: {err.strerror}") from None
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl's records; an absent file gives none (curves are then left out for that run)."""
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise DdnnError(f"{path} line {number} is not valid JSON ({err.msg}); "
+                            "remove the line or train the run again") from None
+    return records
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'train': {'seed': 0}} -> {'train.seed': 0}: configs compared and shown key by key."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise DdnnError(f"{run_dir} has no config.yaml, which ddnn report needs to group seeds: "
+                        "is it a folder written by ddnn train?")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise DdnnError(f"{path} is not valid YAML ({getattr(err, 'problem', err)}); "
+                        "restore it from the run's checkpoint or train the run again") from None
+    if not isinstance(data, dict):
+        raise DdnnError(f"{path} is not a ddnn config (a mapping of sections); train the run again")
+    return flatten(data)
+
+
+def read_run(run_dir: Path) -> Run:
+    """Everything ddnn report uses from one run folder; a damaged file is a one-line DdnnError."""
+    results = _read_json(run_dir / "results.json")
+    if not isinstance(results, dict) or not isinstance(results.get("nets"), dict) or not results["nets"]:
+        raise DdnnError(f"{run_dir / 'results.json'} has no 'nets': is it a results.json written by ddnn train?")
+    profile = None
+    if (run_dir / "profile.json").is_file():
+        profile = _read_json(run_dir / "profile.json")
+        if not isinstance(profile, dict) or not isinstance(profile.get("nets"), dict):
+            raise DdnnError(f"{run_dir / 'profile.json'} has no 'nets'; run ddnn profile --run {run_dir} again")
+    return Run(run_dir, _read_config(run_dir), results, _read_metrics(run_dir / "metrics.jsonl"), profile)
+
+
+# -- grouping ----------------------------------------------------------------------------------
+
+def _ignored(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in IGNORED_KEYS)
+
+
+def show_value(value: Any) -> str:
+    """A config value as it is written on the command line (`[resnet20, resnet8]`, `3.0`)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(show_value(v) for v in value) + "]"
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Runs pooled by config, in the order their first run was given, each with a unique label."""
+    groups: dict[str, Group] = {}
+    for run in runs:
+        config = {k: v for k, v in run.config.items() if not _ignored(k)}
+        key = json.dumps(config, sort_keys=True, default=str)
+        groups.setdefault(key, Group(key, config)).runs.append(run)
+    result = list(groups.values())
+    for group in result:
+        group.label = f"{group.config.get('method.name', '?')} {group.config.get('model.name', '?')}"
+    for label in {g.label for g in result}:
+        tied = [g for g in result if g.label == label]
+        if len(tied) < 2:
+            continue
+        keys = sorted({k for g in tied for k in g.config})
+        differ = [k for k in keys if len({show_value(g.config.get(k)) for g in tied}) > 1]
+        for g in tied:
+            g.label += " (" + ", ".join(f"{k}={show_value(g.config.get(k))}" for k in differ) + ")"
+    return result
+
+
+# -- aggregation -------------------------------------------------------------------------------
+
+def stats(values: list[float | None]) -> dict | None:
+    """Mean and sample std (ddof=1; None for one value) of the values that exist."""
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values), "values": values}
+
+
+def batch1_latency(profile: dict | None, net: str) -> float | None:
+    """Median batch-1 latency (ms) of the standalone net in profile.json, or None."""
+    try:
+        return float(profile["nets"][net]["latency_ms"]["1"]["standalone"]["median"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def net_names(group: Group) -> list[str]:
+    """Nets in results.json's order (full net first), any net only some runs have at the end."""
+    names: list[str] = []
+    for run in group.runs:
+        names += [n for n in run.results["nets"] if n not in names]
+    return names
+
+
+def aggregate(group: Group) -> dict:
+    """The group's numbers per net: costs of the first run that has the net, top-1 stats, latency."""
+    nets = []
+    profiled = all(run.profile is not None for run in group.runs)
+    for name in net_names(group):
+        entries = [run.results["nets"][name] for run in group.runs if name in run.results["nets"]]
+        first = entries[0]
+        latency = stats([batch1_latency(run.profile, name) for run in group.runs]) if profiled else None
+        nets.append({
+            "name": name, "blocks": first.get("blocks"), "params": first.get("params"), "macs": first.get("macs"),
+            "n": len(entries), "top1": stats([e.get("top1") for e in entries]),
+            "best_top1": stats([e.get("best_top1") for e in entries]), "latency_ms": latency,
+        })
+    first = group.runs[0].results
+    return {
+        "label": group.label, "method": group.config.get("method.name"), "model": group.config.get("model.name"),
+        "dataset": first.get("dataset"), "epochs": first.get("epochs"), "split": first.get("split", "test"),
+        "selected_on": first.get("selected_on"), "n": len(group.runs), "seeds": [run.seed for run in group.runs],
+        "runs": [str(run.path) for run in group.runs], "nets": nets,
+    }
+
+
+def compare(first: dict, second: dict) -> dict | None:
+    """Per shared net: mean top-1 of `first` minus that of `second`, with the standard error
+    sqrt(s1^2/n1 + s2^2/n2) of that difference when both groups have two or more runs."""
+    seconds = {net["name"]: net for net in second["nets"]}
+    rows = []
+    for a in first["nets"]:
+        b = seconds.get(a["name"])
+        if b is None:
+            continue
+        row = {"net": a["name"]}
+        for key in ("top1", "best_top1"):
+            sa, sb = a[key], b[key]
+            diff = se = None
+            if sa and sb:
+                diff = sa["mean"] - sb["mean"]
+                if sa["std"] is not None and sb["std"] is not None:
+                    se = math.sqrt(sa["std"] ** 2 / sa["n"] + sb["std"] ** 2 / sb["n"])
+            row[key] = {"diff": diff, "se": se}
+        rows.append(row)
+    if not rows:
+        return None
+    return {"first": first["label"], "second": second["label"], "nets": rows}
+
+
+def curves(group: Group) -> dict:
+    """Per-epoch means over the group's runs: top-1 per net on the split that was evaluated each
+    epoch (val, or test when the run had none) and the summed training loss (all terms)."""
+    key = "val_top1" if any("val_top1" in m for run in group.runs for m in run.metrics) else "test_top1"
+    top1: dict[str, dict[int, list[float]]] = {}
+    loss: dict[int, list[float]] = {}
+    for run in group.runs:
+        for record in run.metrics:
+            epoch = record.get("epoch")
+            if epoch is None:
+                continue
+            for net, value in (record.get(key) or {}).items():
+                top1.setdefault(net, {}).setdefault(epoch, []).append(value)
+            if record.get("losses"):
+                loss.setdefault(epoch, []).append(sum(record["losses"].values()))
+
+    def series(by_epoch: dict[int, list[float]]) -> dict:
+        epochs = sorted(by_epoch)
+        parts = [stats(by_epoch[e]) for e in epochs]
+        return {"epoch": epochs, "mean": [p["mean"] for p in parts], "std": [p["std"] or 0.0 for p in parts]}
+
+    order = [n for n in net_names(group) if n in top1] + [n for n in top1 if n not in net_names(group)]
+    return {"split": key.removesuffix("_top1"), "top1": {net: series(top1[net]) for net in order},
+            "loss": series(loss) if loss else None}
