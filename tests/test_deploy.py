@@ -143,6 +143,7 @@ def _reference(run_dir, name, n=40):
         return run.method.predict(x, name), images.float() / 255
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.load is deprecated in torch 2.13
 def test_export_torchscript_matches_the_ddnn(run_dir, tmp_path):
     out = tmp_path / "r8.pt"
     args = ns(run=str(run_dir), which="best", subnet="resnet8", all=False, format="torchscript", out=str(out),
@@ -301,8 +302,10 @@ def test_calibrate_shared_bn_run(shared_run, capsys):
     pos = "model.stages.1.0.body.1"
     assert not torch.allclose(cal["nets"]["resnet14"][pos]["mean"], cal["nets"]["resnet8"][pos]["mean"])
     # the accuracy after calibration is what `eval` now reports
-    evaluated = evaluate_checkpoint(shared_run / "best.pt", "test", log=quiet)
+    lines = []
+    evaluated = evaluate_checkpoint(shared_run / "best.pt", "test", log=lines.append)
     assert {n: v["top1"] for n, v in evaluated["nets"].items()} == cal["top1_after"]
+    assert "BN statistics calibrated on 64 training images" in lines[0]
     # an extracted sub-net carries its calibrated statistics: same outputs as the DDNN
     x = torch.randn(6, 3, 16, 16)
     with torch.no_grad():
@@ -324,3 +327,27 @@ def test_calibrate_private_bn_run_updates_the_nets_own_statistics(run_dir, tmp_p
     bn = run.method.model.stem[1].norms["resnet8"]
     torch.testing.assert_close(bn.running_mean, cal["nets"]["resnet8"]["model.stem.1"]["mean"])
     assert cal["split"] == "val" and math.isfinite(sum(cal["top1_after"].values()))
+
+
+# -- latency --------------------------------------------------------------------------------
+def test_summary_quantiles_by_hand():
+    from ddnn.deploy.latency import summarize
+
+    s = summarize([float(v) for v in range(1, 12)])  # 1..11: median 6; inclusive deciles at 2 and 10
+    assert s == {"median": 6.0, "p10": 2.0, "p90": 10.0, "repeats": 11}
+    assert summarize([3.0]) == {"median": 3.0, "p10": 3.0, "p90": 3.0, "repeats": 1}
+
+
+def test_interleaved_timing_tells_a_slow_function_from_a_fast_one():
+    import time
+
+    from ddnn.deploy.latency import time_interleaved
+
+    calls = []
+    slow = lambda x: (calls.append("slow"), time.sleep(0.004))  # noqa: E731
+    fast = lambda x: calls.append("fast")  # noqa: E731
+    s_slow, s_fast = time_interleaved([slow, fast], torch.zeros(1), warmup=2, repeats=5)
+    assert s_slow["repeats"] == s_fast["repeats"] == 5
+    assert s_slow["median"] >= 4.0 > s_fast["median"]  # sleep() never returns early
+    # warm-up in order, then the order rotates every repeat
+    assert calls[:4] == ["slow", "fast"] * 2 and calls[4:8] == ["slow", "fast", "fast", "slow"]

@@ -1,10 +1,11 @@
-"""Latency of forward passes: medians and spreads over repeats, two models timed side by side.
+"""Latency of forward passes: medians and spreads over repeats, several models timed side by side.
 
-The two models (a sub-net inside the DDNN, and its extracted standalone form) are timed in
-alternating order within the same loop, so drift of a shared machine hits both alike and their
-ratio is meaningful even when absolute times wander.
+The models (e.g. a sub-net inside the DDNN and its extracted standalone form) are timed in turn
+within the same loop, so drift of a shared machine hits all alike and their ratios are meaningful
+even when absolute times wander.
 """
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -26,20 +27,21 @@ def summarize(times_ms: list[float]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def time_pair(first: Forward, second: Forward, x: torch.Tensor, warmup: int, repeats: int,
-              context: Callable = torch.no_grad) -> tuple[dict[str, float], dict[str, float]]:
-    """Latency summaries (ms) of `first(x)` and `second(x)`, interleaved, after `warmup` runs each."""
-    fns = (first, second)
-    times: tuple[list[float], list[float]] = ([], [])
+def time_interleaved(fns: list[Forward], x: torch.Tensor, warmup: int, repeats: int,
+                     context: Callable = contextlib.nullcontext) -> list[dict[str, float]]:
+    """Latency summaries (ms) of each `fn(x)`, timed in turn (order rotating every repeat) after
+    `warmup` untimed runs each, inside `context()` (e.g. autocast)."""
+    times: list[list[float]] = [[] for _ in fns]
     with context():
         for _ in range(warmup):
             for fn in fns:
                 fn(x)
         for r in range(repeats):
-            for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            for k in range(len(fns)):
+                i = (k + r) % len(fns)
                 _sync(x.device)
                 start = time.perf_counter()
                 fns[i](x)
                 _sync(x.device)
                 times[i].append((time.perf_counter() - start) * 1000.0)
-    return summarize(times[0]), summarize(times[1])
+    return [summarize(t) for t in times]

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ddnn.deploy.cost import MACS_NOTE, count_macs, count_params
-from ddnn.deploy.latency import time_pair
+from ddnn.deploy.latency import time_interleaved
 from ddnn.deploy.memory import peak_forward_memory
 from ddnn.engine.runtime import DTYPES, resolve_device
 from ddnn.engine.setup import InputSpec
@@ -63,8 +63,8 @@ def profile_method(method: Method, spec: InputSpec, opts: ProfileOptions,
                "latency_ms": {}, "peak_memory_bytes": {}}
         standalone = standalone.to(device).to(memory_format=fmt)
         for b, x in inputs.items():
-            inside, alone = time_pair(lambda t, n=name: method.predict(t, n), standalone, x,
-                                      opts.warmup, opts.repeats, context)
+            inside, alone = time_interleaved([lambda t, n=name: method.predict(t, n), standalone], x,
+                                             opts.warmup, opts.repeats, context)
             row["latency_ms"][str(b)] = {"standalone": alone, "ddnn": inside,
                                          "ratio": inside["median"] / alone["median"]}
             with context():

@@ -50,6 +50,8 @@ def evaluate_checkpoint(path: Path, split: str = "test", log=print) -> dict:
     costs = net_costs(method, spec)
     results = {"checkpoint": str(path), "epoch": ckpt["epoch"], "split": split, "selected_on": "val",
                "nets": {name: {**costs[name], "top1": top1[name]} for name in top1}}
-    log(f"{path} (epoch {ckpt['epoch']}), {cfg.method.name} on {cfg.data.name}")
+    cal = ckpt.get("calibration")
+    note = f"; BN statistics calibrated on {cal['images']} training images (ddnn calibrate)" if cal else ""
+    log(f"{path} (epoch {ckpt['epoch']}), {cfg.method.name} on {cfg.data.name}{note}")
     log(format_table(results))
     return results
