@@ -1,8 +1,8 @@
 """What switching sub-nets costs at inference: each sub-net of a DDNN timed three ways in one loop.
 
 - standalone: the extracted plain module (what gets deployed);
-- plan: `ddnn(x, subnet)` in eval mode (a cached plain Sequential over the shared layers);
-- keyed: the training-time path (per-block key lookups), reached with `features=True`.
+- ddnn: `ddnn(x, subnet)`, which runs the sub-net's cached plan (a plain Sequential over the shared layers);
+- features: `ddnn(x, subnet, features=True)`, the call EKD makes in training (also returns stage outputs).
 
 Ratios over standalone are printed as a Markdown table. Weights are random (timing does not depend
 on them). Usage: python benchmarks/switching.py [--model resnet32 --subnets resnet20,resnet14,resnet8]
@@ -33,7 +33,7 @@ def main() -> None:
     net = build_model(args.model, 10, args.channels, subnets=args.subnets.split(",")).eval()
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, fp32, "
           f"median of {args.repeats} after {args.warmup} warm-up, random weights")
-    print("| net | batch | standalone ms | plan / standalone | keyed / standalone |")
+    print("| net | batch | standalone ms | ddnn / standalone | features / standalone |")
     print("|---|---|---|---|---|")
     for name in net.subnets:
         alone = net.extract(name).eval()

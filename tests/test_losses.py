@@ -224,3 +224,18 @@ def test_attention_distance_dispatch():
     assert attention_distance(a, b, kind="zsum").item() == pytest.approx(_zsum_distance_by_hand(FEAT_A, FEAT_B), rel=1e-5)
     assert attention_distance(a, b, kind="at").item() == pytest.approx(_at_distance_by_hand(FEAT_A, FEAT_B), rel=1e-5)
     assert attention_distance(a, b, "zsum").item() != pytest.approx(attention_distance(a, b, "at").item())
+
+
+def test_channel_sum_equals_sum_and_keeps_the_gradient_dense():
+    """The 1x1-conv channel sum is the plain channel sum, and its gradient is a dense tensor in the
+    feature's own (channels_last) layout, not a channel-broadcast view."""
+    from ddnn.losses.attention import channel_sum
+
+    torch.manual_seed(0)
+    f = torch.randn(2, 5, 3, 4).contiguous(memory_format=torch.channels_last).requires_grad_()
+    got = channel_sum(f)
+    torch.testing.assert_close(got, f.detach().sum(1).flatten(1), atol=1e-6, rtol=1e-6)
+    weights = torch.randn(2, 12)
+    (got * weights).sum().backward()
+    torch.testing.assert_close(f.grad, weights.view(2, 1, 3, 4).expand(2, 5, 3, 4))
+    assert f.grad.is_contiguous(memory_format=torch.channels_last) and f.grad.stride(1) == 1

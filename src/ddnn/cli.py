@@ -11,9 +11,12 @@ from ddnn.errors import DdnnError
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ddnn.config import load_config
+    from ddnn.engine.seeds import parse_seeds
     from ddnn.engine.trainer import train
 
     cfg = load_config(args.config, args.overrides)
+    if args.seeds:
+        cfg.seeds = parse_seeds(args.seeds)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     train(cfg, out)
     return 0
@@ -61,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a config (default: DDNN ResNet-32 holding 20/14/8 + EKD on embedded MNIST-5k)")
     p.add_argument("-c", "--config", help="YAML path or bundled config name (see `ddnn list`)")
     p.add_argument("--out", help="run folder (default runs/<name>-<timestamp>)")
+    p.add_argument("--seeds", help="e.g. 0,1,2: one run per seed in OUT/seed<S>, then mean ± std (config key `seeds`)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=0.05")
     p.set_defaults(func=_cmd_train)
 

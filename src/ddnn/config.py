@@ -113,6 +113,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    seeds: list[int] | None = None  # train once per seed into OUT/seed<S>, then report mean ± std
 
 
 def _type_name(tp: Any) -> str:
@@ -271,6 +272,8 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "schedule.warmup_epochs": (lambda v: v >= 0, "a number >= 0"),
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "runtime.threads": (lambda v: v >= 0, "an integer >= 0 (0: torch's default)"),
+    "seeds": (lambda v: v is None or (len(v) >= 1 and len(set(v)) == len(v) and min(v) >= 0),
+              "null or a non-empty list of distinct integers >= 0"),
 }
 
 

@@ -195,4 +195,10 @@ class Trainer:
 
 
 def train(cfg: Config, out: Path, log=None) -> dict:
+    """Train `cfg` into `out`: results.json's content, or with `cfg.seeds` one run per seed under
+    `out` and the report's summary of them."""
+    if cfg.seeds:
+        from ddnn.engine.seeds import train_seeds
+
+        return train_seeds(cfg, out, log)
     return Trainer(cfg, out, log).fit()

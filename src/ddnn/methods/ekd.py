@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddnn.errors import DdnnError
-from ddnn.losses import attention_distance, kl_distill
+from ddnn.losses import attention_map, kl_distill, map_distance
 from ddnn.methods.base import Method, ModelFactory
 from ddnn.models import DynamicNet, SubNet
 from ddnn.registry import METHODS
@@ -57,6 +57,7 @@ class EmbeddedKD(Method):
         if self.detach_teacher:
             t_logits = t_logits.detach()
             t_stages = [f.detach() for f in t_stages]
+        t_maps = {s: attention_map(t_stages[s], self.attention) for s in self.stages} if want_features else {}
         for sub in list(self.model.subnets.values())[1:]:
             out = self.model(x, sub, features=want_features)
             s_logits = out.logits if want_features else out
@@ -65,7 +66,8 @@ class EmbeddedKD(Method):
             if self.alpha != 0:
                 losses[f"kl.{sub.name}"] = self.alpha * kl_distill(t_logits, s_logits, self.temperature)
             if self.beta != 0:
-                att = sum(attention_distance(out.stages[s], t_stages[s], self.attention) for s in self.stages)
+                att = sum(map_distance(attention_map(out.stages[s], self.attention), t_maps[s], self.attention)
+                          for s in self.stages)
                 losses[f"att.{sub.name}"] = self.beta * att
         if self.scale != 1.0:
             losses = {k: v * self.scale for k, v in losses.items()}

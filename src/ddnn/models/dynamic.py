@@ -38,21 +38,13 @@ class Features(NamedTuple):
 
 
 class ResidualBlock(Keyed):
-    """relu(body(x) + shortcut(x)) with keyed (per-sub-net) normalisation inside."""
+    """relu(body(x) + shortcut(x)) with keyed (per-sub-net) normalisation inside; it runs as the
+    plain `Residual` that `bind` (shared layers) or `to_static` (copies) makes for one sub-net."""
 
     def __init__(self, body: Keyed, shortcut: nn.Module | None = None) -> None:
         super().__init__()
         self.body = body
         self.shortcut = shortcut
-
-    def forward(self, x: torch.Tensor, key: str) -> torch.Tensor:
-        if self.shortcut is None:
-            skip = x
-        elif isinstance(self.shortcut, Keyed):
-            skip = self.shortcut(x, key)
-        else:
-            skip = self.shortcut(x)
-        return torch.relu(self.body(x, key) + skip)
 
     def bind(self, key: str) -> nn.Module:
         if self.shortcut is None:
@@ -100,8 +92,8 @@ class DynamicNet(nn.Module):
             raise DdnnError(f"the first sub-net must be the full net {self.max_blocks}, got {self.full.blocks}")
         for s in subnets:
             self.check(s)
-        # eval-mode plans: per sub-net, plain modules sharing this net's layers (not registered as
-        # submodules, so they add nothing to parameters() or the state dict)
+        # plans: per sub-net, a plain nn.Sequential over this net's layers (not registered as a
+        # submodule, so it adds nothing to parameters() or the state dict)
         self.__dict__["_plans"] = {}
 
     def check(self, subnet: SubNet) -> SubNet:
@@ -143,20 +135,21 @@ class DynamicNet(nn.Module):
     def forward(
         self, x: torch.Tensor, subnet: SubNet | str | None = None, features: bool = False
     ) -> torch.Tensor | Features:
-        """Logits of a sub-net (default: the full net). In eval mode a plain per-sub-net plan runs,
-        so a sub-net inside the DDNN is as fast as its extracted form; training takes the keyed path."""
+        """Logits of a sub-net (default: the full net), or with `features` also the stem's and every
+        stage's output. It runs the sub-net's plan, so inside the DDNN a sub-net costs what its
+        extracted form costs."""
         net = self.resolve(subnet)
-        if not self.training and not features:
-            return self._plan(net)(x)
-        key = net.name
-        stem = x = self.stem(x, key)
-        outs = []
-        for depth, blocks in zip(net.blocks, self.stages):
-            for block in blocks[:depth]:
-                x = block(x, key)
+        plan = self._plan(net)
+        if not features:
+            return plan(x)
+        stem = x = plan[0](x)
+        outs, i = [], 1
+        for depth in net.blocks:
+            for j in range(i, i + depth):
+                x = plan[j](x)
             outs.append(x)
-        logits = self.head(x, key) if isinstance(self.head, Keyed) else self.head(x)
-        return Features(logits, stem, outs) if features else logits
+            i += depth
+        return Features(plan[i](x), stem, outs)
 
     def extract(self, subnet: SubNet | str | None = None) -> nn.Sequential:
         """A plain nn.Sequential (torch.nn + `Residual`) computing exactly this sub-net."""

@@ -1,7 +1,7 @@
 """Keyed layers: layers whose behaviour depends on which sub-net runs them (private BatchNorm).
 
-A keyed layer takes `forward(x, key)` where `key` is the running sub-net's name, and can turn itself
-into an ordinary layer for one key (`to_static`), which is how a sub-net is extracted.
+A keyed layer turns itself into an ordinary layer for one sub-net (its name is the key): `bind` shares
+the weights (how a DynamicNet runs a sub-net), `to_static` copies them (how a sub-net is extracted).
 """
 
 import copy
@@ -15,8 +15,9 @@ from ddnn.errors import DdnnError
 
 
 class Keyed(nn.Module):
-    """Marker base: forward(x, key); bind(key) -> a plain module sharing this one's weights (what
-    eval-mode forward runs, so switching costs nothing); to_static(key) -> an independent copy."""
+    """A layer that differs per sub-net. It is never called directly: `bind(key)` gives the plain
+    module sub-net `key` runs (sharing this layer's weights; DynamicNet.forward runs those), and
+    `to_static(key)` an independent copy (extraction)."""
 
     def bind(self, key: str) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -43,9 +44,6 @@ class PrivateNorm(Keyed):
                 "add it to model.subnets and train, or use model.bn=shared with calibration"
             )
         return self.norms[key]
-
-    def forward(self, x: torch.Tensor, key: str) -> torch.Tensor:
-        return self._pick(key)(x)
 
     def bind(self, key: str) -> nn.Module:
         return self._pick(key)
@@ -122,12 +120,7 @@ def keyed_norm(kind: str, make: Callable[[], nn.Module], keys: Sequence[str]) ->
 
 
 class KeyedSequential(nn.Sequential, Keyed):
-    """nn.Sequential that hands the sub-net key to the keyed layers inside it."""
-
-    def forward(self, x: torch.Tensor, key: str) -> torch.Tensor:  # type: ignore[override]
-        for layer in self:
-            x = layer(x, key) if isinstance(layer, Keyed) else layer(x)
-        return x
+    """A sequence of layers, some keyed; it runs as the plain nn.Sequential `bind(key)` makes."""
 
     def bind(self, key: str) -> nn.Sequential:
         return nn.Sequential(*(layer.bind(key) if isinstance(layer, Keyed) else layer for layer in self))
