@@ -41,11 +41,7 @@ class TrainedRun:
         return name
 
     def load_data(self) -> Dataset:
-        data = load_dataset(self.cfg.data)
-        if (data.channels, *data.image_size) != tuple(self.spec.shape) or data.num_classes != self.spec.num_classes:
-            raise DdnnError(f"data {self.cfg.data.name} no longer matches the checkpoint's input "
-                            f"{list(self.spec.shape)} / {self.spec.num_classes} classes")
-        return data
+        return self.spec.check(load_dataset(self.cfg.data))
 
 
 def checkpoint_of(folder: Path, which: str = "best") -> Path:

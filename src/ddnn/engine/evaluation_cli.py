@@ -38,12 +38,10 @@ def evaluate_checkpoint(path: Path, split: str = "test", log=print) -> dict:
     method, ckpt = load_method(path)
     cfg = from_dict(ckpt["config"])
     spec = InputSpec.from_dict(ckpt["input"])
-    data = load_dataset(cfg.data)
+    data = spec.check(load_dataset(cfg.data))
     target = data.val if split == "val" else data.test
     if target is None:
         raise DdnnError(f"the run has no {split} split (data.val_fraction is 0); use --split test")
-    if (data.channels, *data.image_size) != tuple(spec.shape) or data.num_classes != spec.num_classes:
-        raise DdnnError(f"data {cfg.data.name} no longer matches the checkpoint's input {spec.shape}/{spec.num_classes} classes")
     runtime = resolve_runtime(cfg.runtime)
     method = runtime.prepare(method)
     top1 = evaluate(method, target, Normalizer(spec.mean, spec.std), runtime, cfg.data.eval_batch_size)

@@ -27,6 +27,13 @@ class InputSpec:
     def to_dict(self) -> dict:
         return {"num_classes": self.num_classes, "shape": list(self.shape), "mean": list(self.mean), "std": list(self.std)}
 
+    def check(self, data: Dataset) -> Dataset:
+        """`data` if it still has this spec's shape and classes (the files may have changed since)."""
+        if (data.channels, *data.image_size) != tuple(self.shape) or data.num_classes != self.num_classes:
+            raise DdnnError(f"data {data.name} no longer matches the checkpoint's input "
+                            f"{list(self.shape)} / {self.num_classes} classes")
+        return data
+
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
         return cls(int(d["num_classes"]), tuple(d["shape"]), tuple(d["mean"]), tuple(d["std"]))
