@@ -59,6 +59,22 @@ class ModelConfig:
 
 
 @dataclass
+class KDConfig:
+    """Offline distillation from pre-trained teachers (`method.name: kd`, METHODS.md §2)."""
+
+    teachers: list[str] = field(default_factory=list)  # run folders or checkpoint files, K >= 1
+    which: Literal["best", "last"] = "best"  # checkpoint taken from a teacher run folder
+    teacher_net: str | None = None  # which net of a teacher run (null: its full net)
+    teacher_model: str | None = None  # if set, every teacher must be this model (e.g. vgg11)
+    temperature: float = 1.0  # T of KL(p_teacher || p_student) (x T^2); the paper uses T = 1
+    kl_weight: float = 1.0  # weight of the KL term, averaged over teachers
+    gram_weight: float = 1.0  # lambda: weight of the Gram term, averaged over teachers
+    cross: int = 3  # Gram pairs (P_a, P_a+k) for k = 1..cross; 1 = classic FSP
+    clip: Literal["sskd", "literal", "none"] = "sskd"  # clipping of the Gram-loss gradient
+    adapters: Literal["auto", "off"] = "auto"  # 1x1 conv + BN on a teacher point whose width differs
+
+
+@dataclass
 class MethodConfig:
     name: str = "ekd"
     alpha: float = 1.0  # weight of KL_T(full || sub-net)
@@ -68,6 +84,7 @@ class MethodConfig:
     stages: list[int] | None = None  # stage indices matched by attention (null: all)
     detach_teacher: bool = True
     reduce: Literal["sum", "mean"] = "sum"  # combine the nets' losses by sum (paper) or mean over nets
+    kd: KDConfig = field(default_factory=KDConfig)
 
 
 @dataclass
@@ -265,6 +282,10 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.synthetic.channels": (lambda v: v >= 1, "an integer >= 1"),
     "data.synthetic.classes": (lambda v: v >= 2, "an integer >= 2"),
     "method.temperature": (lambda v: v > 0, "a number > 0"),
+    "method.kd.temperature": (lambda v: v > 0, "a number > 0"),
+    "method.kd.kl_weight": (lambda v: v >= 0, "a number >= 0"),
+    "method.kd.gram_weight": (lambda v: v >= 0, "a number >= 0"),
+    "method.kd.cross": (lambda v: 1 <= v <= 4, "an integer 1..4 (pairs of points 1..cross apart)"),
     "optim.lr": (lambda v: v > 0, "a number > 0"),
     "optim.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "optim.weight_decay": (lambda v: v >= 0, "a number >= 0"),

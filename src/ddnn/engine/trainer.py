@@ -70,6 +70,7 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.data, self.spec = load_data(cfg)
         method = build_method(cfg, self.spec)
+        method.prepare_training(cfg, self.data, self.spec, self.runtime, self.log)  # e.g. kd's teachers
         self.init_sha256 = None
         if cfg.model.init_from:
             from ddnn.models.pretrained import apply_init_from
@@ -108,7 +109,7 @@ class Trainer:
                 raise DdnnError(f"loss became non-finite at epoch {epoch}, step {step} (term(s): {', '.join(bad)}); "
                                 "lower optim.lr or use runtime.precision=fp32; last.pt holds the last good epoch")
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(total).backward()
+            self.method.backward(losses, self.scaler.scale, epoch)  # default: scale(sum).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -188,6 +189,7 @@ class Trainer:
                 for name in final
             },
         }
+        results.update(self.method.extra_results())  # e.g. kd's teachers: accuracy and sha256
         (self.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         self.log(format_table(results))
         self.log(f"trained in {seconds:.1f}s; run folder: {self.out}")

@@ -1,6 +1,9 @@
 """Loss terms as pure functions of tensors."""
 
 from ddnn.losses.attention import ATTENTION, attention_distance, attention_map, map_distance
+from ddnn.losses.clip import CLIP_RULES, combine_gradients, distill_factor
+from ddnn.losses.gram import cross_pairs, gram_loss, gram_matrix, pool_to
 from ddnn.losses.kl import kl_distill
 
-__all__ = ["ATTENTION", "attention_distance", "attention_map", "kl_distill", "map_distance"]
+__all__ = ["ATTENTION", "CLIP_RULES", "attention_distance", "attention_map", "combine_gradients", "cross_pairs",
+           "distill_factor", "gram_loss", "gram_matrix", "kl_distill", "map_distance", "pool_to"]

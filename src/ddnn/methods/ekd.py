@@ -79,6 +79,10 @@ class EmbeddedKD(Method):
     def extract(self, name: str) -> nn.Module:
         return self.model.extract(name)
 
+    def feature_points(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out = self.model(x, name, features=True)
+        return out.logits, self.model.feature_points(out)
+
 
 @METHODS.register("ekd", help="DDNN + Embedded Knowledge Distillation (full net teaches every sub-net)")
 def build_ekd(cfg, make_model: ModelFactory) -> EmbeddedKD:

@@ -31,6 +31,10 @@ class Individual(Method):
     def extract(self, name: str) -> nn.Module:
         return self.models[name].extract()
 
+    def feature_points(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out = self.models[name](x, features=True)
+        return out.logits, self.models[name].feature_points(out)
+
 
 @METHODS.register("individual", help="each configured depth trained alone from scratch (the baseline)")
 def build_individual(cfg, make_model: ModelFactory) -> Individual:

@@ -4,10 +4,14 @@ from collections.abc import Sequence
 
 from ddnn.errors import DdnnError, did_you_mean
 from ddnn.models.dynamic import DynamicNet, Features, SubNet
-from ddnn.models.resnet import FAMILIES, Family
+from ddnn.models import mobilenet, resnet, vgg
+from ddnn.models.resnet import Family
 from ddnn.registry import MODELS
 
-__all__ = ["DynamicNet", "Features", "ModelBuilder", "SubNet", "build_model", "family_of", "resolve_subnets"]
+# every model family, by name: ResNets, VGG and MobileNet
+FAMILIES: dict[str, Family] = {**resnet.FAMILIES, **vgg.FAMILIES, **mobilenet.FAMILIES}
+
+__all__ = ["FAMILIES", "DynamicNet", "Features", "ModelBuilder", "SubNet", "build_model", "family_of", "resolve_subnets"]
 
 
 def _register() -> None:

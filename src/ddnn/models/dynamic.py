@@ -151,6 +151,11 @@ class DynamicNet(nn.Module):
             i += depth
         return Features(plan[i](x), stem, outs)
 
+    def feature_points(self, out: Features) -> list[torch.Tensor]:
+        """The points P_0..P_L that feature distillation matches: the stem's output (unless the stem is
+        empty, as VGG's, when it would be the input itself) and every stage's output."""
+        return ([out.stem] if len(list(self.stem.children())) else []) + list(out.stages)
+
     def extract(self, subnet: SubNet | str | None = None) -> nn.Sequential:
         """A plain nn.Sequential (torch.nn + `Residual`) computing exactly this sub-net."""
         net = self.resolve(subnet)

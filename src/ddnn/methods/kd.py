@@ -1,0 +1,177 @@
+"""Offline distillation from an ensemble of pre-trained teachers with cross-layer Gram matrices
+(METHODS.md §2; Chou et al. 2021):
+
+    L = CE(z_S) + kl_weight * (1/K) sum_k KL_T(z_k || z_S) + lambda * (1/K) sum_k L_gram,k
+
+Teachers are frozen and live outside the module tree (not trained, not saved); the 1x1 conv + BN
+adapters that map a teacher point to the student's width are trained with the student, saved in the
+checkpoint, and never part of the extracted student. The Gram-loss gradient is clipped against the
+CE + KL gradient per parameter tensor (`method.kd.clip`).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddnn.errors import DdnnError
+from ddnn.losses import combine_gradients, cross_pairs, gram_loss, kl_distill
+from ddnn.methods.base import Method, ModelFactory
+from ddnn.methods.teachers import Teacher, load_teacher
+from ddnn.models import DynamicNet, SubNet
+from ddnn.registry import METHODS
+
+GRAM = "gram."
+
+
+def adapter(cin: int, cout: int) -> nn.Sequential:
+    """1x1 conv + BN mapping a teacher feature of `cin` channels to the student's `cout`."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+
+class OfflineKD(Method):
+    def __init__(self, student: DynamicNet, kd) -> None:
+        super().__init__()
+        self.student = student
+        self.kd = kd
+        self.adapters = nn.ModuleDict()  # "t<k>_p<i>": teacher k's point i -> the student's width
+        self.__dict__["_teachers"] = []  # frozen teachers, outside the module tree
+        self.teacher_info: list[dict] = []
+        self.pairs: list[tuple[int, int]] = []
+
+    @property
+    def name(self) -> str:
+        return self.student.full.name
+
+    def nets(self) -> dict[str, SubNet]:
+        return {self.name: self.student.full}
+
+    def predict(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        return self.student(x)
+
+    def extract(self, name: str) -> nn.Module:
+        return self.student.extract()
+
+    def feature_points(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out = self.student(x, features=True)
+        return out.logits, self.student.feature_points(out)
+
+    # -- teachers --------------------------------------------------------------------------
+    def attach(self, teachers: list[Teacher], shape: tuple[int, ...]) -> None:
+        """Use `teachers` (for inputs of `shape`): check their feature points against the student's
+        and build the adapters. Called before the optimizer is made, so the adapters are trained."""
+        probe = torch.zeros(2, *shape)
+        was = self.student.training
+        with torch.no_grad():
+            self.student.eval()
+            s_points = self.feature_points(probe, self.name)[1]
+            self.student.train(was)
+        n = len(s_points)
+        if self.kd.gram_weight and self.kd.cross > n - 1:
+            raise DdnnError(f"method.kd.cross={self.kd.cross} needs {self.kd.cross + 1} feature points but the "
+                            f"student {self.name} has {n}; use method.kd.cross <= {n - 1}")
+        self.pairs = cross_pairs(n, self.kd.cross)
+        self.adapters = nn.ModuleDict()
+        for k, teacher in enumerate(teachers):
+            t_points = teacher(probe.to(teacher.scale))[1]
+            if len(t_points) != n:
+                raise DdnnError(f"teacher {k + 1} ({teacher.net}) has {len(t_points)} feature points but the student "
+                                f"{self.name} has {n}; distil between nets with the same number of stages")
+            for i, (t, s) in enumerate(zip(t_points, s_points)):
+                if t.shape[1] != s.shape[1] and self.kd.gram_weight:
+                    if self.kd.adapters == "off":
+                        raise DdnnError(f"teacher {k + 1} has {t.shape[1]} channels at point {i}, the student "
+                                        f"{s.shape[1]}; set method.kd.adapters=auto to map them with a 1x1 conv")
+                    self.adapters[f"t{k}_p{i}"] = adapter(t.shape[1], s.shape[1])
+        self.__dict__["_teachers"] = list(teachers)
+
+    def prepare_training(self, cfg, data, spec, runtime, log) -> None:
+        """Load, check and evaluate every teacher before the run folder exists."""
+        from ddnn.data import Normalizer
+        from ddnn.engine.evaluate import evaluate
+
+        loaded = [load_teacher(ref, self.kd, spec) for ref in self.kd.teachers]
+        self.attach([t for t, _ in loaded], tuple(spec.shape))
+        split_name = "val" if data.val is not None else "test"
+        split = data.val if data.val is not None else data.test
+        self.teacher_info = []
+        for k, (teacher, info) in enumerate(loaded):
+            runtime.prepare(teacher)
+            # the student's normalisation followed by the teacher's re-normalisation is the teacher's own
+            top1 = evaluate(_TeacherAsMethod(teacher), split, Normalizer(spec.mean, spec.std), runtime,
+                            cfg.data.eval_batch_size)["teacher"]
+            self.teacher_info.append({**info, f"{split_name}_top1": top1})
+            log(f"teacher {k + 1}/{len(loaded)}: {info['net']} from {info['checkpoint']} "
+                f"({split_name} top-1 {top1:.2f} %, sha256 {info['sha256'][:12]})")
+        if self.adapters:
+            log(f"adapters (train-only, 1x1 conv + BN): {', '.join(self.adapters)}")
+
+    def extra_results(self) -> dict:
+        return {"teachers": self.teacher_info,
+                "kd": {"pairs": [list(p) for p in self.pairs], "adapters": list(self.adapters)}}
+
+    # -- training --------------------------------------------------------------------------
+    def forward_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        teachers = self._teachers
+        if not teachers:
+            raise DdnnError("method kd has no teachers loaded; train it with `ddnn train` (method.kd.teachers)")
+        kd, name = self.kd, self.name
+        logits, s_points = self.feature_points(x, name)
+        losses = {f"ce.{name}": F.cross_entropy(logits, y)}
+        kl, gram = 0.0, 0.0
+        for k, teacher in enumerate(teachers):
+            t_logits, t_points = teacher(x)
+            if kd.kl_weight:
+                kl = kl + kl_distill(t_logits, logits, kd.temperature)
+            if kd.gram_weight:
+                mapped = [self.adapters[f"t{k}_p{i}"](p) if f"t{k}_p{i}" in self.adapters else p
+                          for i, p in enumerate(t_points)]
+                gram = gram + gram_loss(s_points, mapped, self.pairs)
+        if kd.kl_weight:
+            losses[f"kl.{name}"] = kd.kl_weight * kl / len(teachers)
+        if kd.gram_weight:
+            losses[f"{GRAM}{name}"] = kd.gram_weight * gram / len(teachers)
+        return losses, {name: logits}
+
+    def backward(self, losses, scale, epoch: int) -> None:
+        """CE + KL gradient plus the Gram-loss gradient clipped per tensor (`method.kd.clip`);
+        `epoch` counts from 1, the clipping rules see the finished epochs (epoch - 1)."""
+        distill = [v for k, v in losses.items() if k.startswith(GRAM)]
+        if self.kd.clip == "none" or not distill:
+            return super().backward(losses, scale, epoch)
+        task = sum(v for k, v in losses.items() if not k.startswith(GRAM))
+        params = [p for p in self.parameters() if p.requires_grad]
+        g_task = torch.autograd.grad(scale(task), params, retain_graph=True, allow_unused=True)
+        g_dist = torch.autograd.grad(scale(sum(distill)), params, allow_unused=True)
+        for p, g in zip(params, combine_gradients(list(g_task), list(g_dist), self.kd.clip, epoch - 1)):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Without teachers (evaluating or deploying a kd run) the train-only adapters are not built:
+        their saved weights are skipped."""
+        if not len(self.adapters):
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("adapters.")}
+        return super().load_state_dict(state_dict, strict, assign)
+
+
+class _TeacherAsMethod(Method):
+    """A teacher seen as a one-net method, so the standard evaluation loop measures it."""
+
+    def __init__(self, teacher: Teacher) -> None:
+        super().__init__()
+        self.__dict__["teacher"] = teacher
+
+    def nets(self) -> dict[str, SubNet]:
+        return {"teacher": SubNet("teacher", ())}
+
+    def predict(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        return self.teacher(x)[0]
+
+
+@METHODS.register("kd", help="offline KD from pre-trained teachers: KL + cross-layer Gram matrices, clipped")
+def build_kd(cfg, make_model: ModelFactory) -> OfflineKD:
+    if not cfg.kd.teachers:
+        raise DdnnError("method kd needs at least one teacher: set method.kd.teachers=[RUN_DIR or CKPT, ...]")
+    if len(make_model.subnets) > 1:
+        raise DdnnError("method kd trains one student net: set model.subnets=[] (the student is model.name)")
+    return OfflineKD(make_model(), cfg.kd)
