@@ -11,9 +11,15 @@ from ddnn.errors import DdnnError
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ddnn.config import load_config
+    from ddnn.engine.pipeline import Pipeline, is_pipeline, run_pipeline
     from ddnn.engine.seeds import parse_seeds
     from ddnn.engine.trainer import train
 
+    if args.config and is_pipeline(args.config):  # several stages, e.g. teacher -> assistant -> student
+        name = Pipeline(args.config, args.overrides).name
+        out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_pipeline(args.config, args.overrides, out, parse_seeds(args.seeds) if args.seeds else None)
+        return 0
     cfg = load_config(args.config, args.overrides)
     if args.seeds:
         cfg.seeds = parse_seeds(args.seeds)

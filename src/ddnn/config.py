@@ -262,6 +262,8 @@ def load_config(ref: str | None = None, overrides: list[str] | tuple[str, ...] =
     """Defaults <- YAML file (path or bundled name; None: the bundled default run) <- overrides."""
     path = find_config("default" if ref is None else ref)
     data = read_yaml(path)
+    if "stages" in data:
+        raise DdnnError(f"config {path} describes a pipeline of runs (stages:); run it with `ddnn train -c {ref}`")
     data.setdefault("name", path.stem)
     for item in overrides:
         keys, value = _parse_override(item)

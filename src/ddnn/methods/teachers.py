@@ -24,6 +24,7 @@ class Teacher(nn.Module):
         self.same_input = bool(torch.equal(s_mean, t_mean) and torch.equal(s_std, t_std))
         self.register_buffer("scale", (s_std / t_std).view(view))
         self.register_buffer("shift", ((s_mean - t_mean) / t_std).view(view))
+        self.eval()
 
     def train(self, mode: bool = True) -> "Teacher":
         return super().train(False)  # a teacher never leaves eval mode (its BN statistics stay)
