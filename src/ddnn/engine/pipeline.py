@@ -35,6 +35,8 @@ def _deep_merge(base: dict, extra: dict) -> dict:
             out[key] = _deep_merge(out[key], value)
         elif isinstance(value, str) and isinstance(out.get(key), dict):
             out[key] = {**out[key], "name": value}  # `method: kd` keeps the section's other keys
+        elif isinstance(value, dict) and isinstance(out.get(key), str):
+            out[key] = {"name": out[key], **copy.deepcopy(value)}  # `method: kd`, then its kd keys
         else:
             out[key] = copy.deepcopy(value)
     return out
