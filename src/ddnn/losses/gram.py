@@ -27,7 +27,8 @@ def gram_matrix(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     w = min(first.shape[-1], second.shape[-1])
     a = pool_to(first, (h, w)).float().flatten(2)
     b = pool_to(second, (h, w)).float().flatten(2)
-    return torch.bmm(a, b.transpose(1, 2)) / (h * w)
+    with torch.autocast(a.device.type, enabled=False):  # autocast would run bmm in bf16/fp16
+        return torch.bmm(a, b.transpose(1, 2)) / (h * w)
 
 
 def cross_pairs(points: int, cross: int) -> list[tuple[int, int]]:
