@@ -110,3 +110,24 @@ stages:
     bad.write_text(cfg.read_text().replace("teachers: [assistant]", "teachers: [asistant]"))
     assert main(["train", "-c", str(bad), "--out", str(tmp_path / "bad")]) == 2
     assert "neither an earlier stage" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_pipeline_with_seeds_shares_stages_that_have_their_own(tmp_path):
+    from ddnn.engine.pipeline import Pipeline
+
+    cfg = tmp_path / "pipe.yaml"
+    cfg.write_text("""
+name: p
+common: {data: {name: synthetic}, model: {subnets: []}}
+stages:
+  - {name: teacher, seeds: [0, 1], config: {model: {name: resnet14}, method: individual}}
+  - {name: student, teachers: [teacher], config: {model: {name: resnet8}, method: {name: kd, kd: {cross: 2}}}}
+""")
+    pipe = Pipeline(str(cfg), ["train.epochs=3"])
+    runs = pipe.configs(tmp_path / "out", seed=5)
+    got = [(stage, str(folder.relative_to(tmp_path / "out")), c.train.seed) for stage, folder, c in runs]
+    assert got == [("teacher", "teacher/seed0", 0), ("teacher", "teacher/seed1", 1), ("student", "seed5/student", 5)]
+    student = runs[-1][2]
+    assert student.method.name == "kd" and student.method.kd.cross == 2 and student.train.epochs == 3
+    assert student.method.kd.teachers == [str(tmp_path / "out/teacher/seed0"), str(tmp_path / "out/teacher/seed1")]
+    assert student.name == "p-student" and student.model.name == "resnet8"
