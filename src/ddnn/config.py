@@ -101,6 +101,19 @@ class RuntimeConfig:
     channels_last: Union[Literal["auto"], bool] = "auto"
     threads: int = 0  # 0: torch's default
     progress: Union[Literal["auto"], bool] = "auto"  # tqdm bars; auto: only on a terminal
+    tensorboard: bool = False  # also log every epoch to RUN/tensorboard (needs the `tensorboard` extra)
+
+
+@dataclass
+class DistributedConfig:
+    """Multi-process training (torchrun). `data.batch_size` is the global batch over all processes."""
+
+    lr_scaling: Literal["none", "linear"] = "none"  # linear: lr = optim.lr * data.batch_size / reference_batch
+    reference_batch: int = 128
+    # Resolved when a run starts and written to config.yaml (values given here are replaced):
+    world_size: int = 1
+    per_rank_batch: int | None = None
+    lr: float | None = None  # the learning rate actually used
 
 
 @dataclass
@@ -113,6 +126,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     seeds: list[int] | None = None  # train once per seed into OUT/seed<S>, then report mean ± std
 
 
@@ -271,6 +285,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "schedule.gamma": (lambda v: v > 0, "a number > 0"),
     "schedule.warmup_epochs": (lambda v: v >= 0, "a number >= 0"),
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "distributed.reference_batch": (lambda v: v >= 1, "an integer >= 1"),
     "runtime.threads": (lambda v: v >= 0, "an integer >= 0 (0: torch's default)"),
     "seeds": (lambda v: v is None or (len(v) >= 1 and len(set(v)) == len(v) and min(v) >= 0),
               "null or a non-empty list of distinct integers >= 0"),

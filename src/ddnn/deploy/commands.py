@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ddnn.data import Normalizer, batches
-from ddnn.engine.checkpoint import save_atomic
+from ddnn.engine.checkpoint import save_checkpoint
 from ddnn.engine.evaluate import evaluate
 from ddnn.engine.runtime import Runtime
 from ddnn.engine.summary import markdown_table
@@ -142,7 +142,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     images, n_batches = sum(used), len(used)
     run.ckpt["calibration"] = {"nets": stats, "batches": n_batches, "batch_size": bs, "images": images,
                                "seed": args.seed, "split": args.split, "top1_before": before, "top1_after": after}
-    save_atomic(run.ckpt, run.checkpoint)
+    save_checkpoint(run.ckpt, run.checkpoint)
     rows = [("net", f"{args.split} top1 before", "after", "change")]
     rows += [(n, f"{before[n]:.2f}", f"{after[n]:.2f}", f"{after[n] - before[n]:+.2f}") for n in before]
     print("\n".join(markdown_table(rows)))

@@ -16,6 +16,10 @@ class Method(nn.Module):
     def forward_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         raise NotImplementedError
 
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The training step's forward, so DistributedDataParallel (which wraps `forward`) can run it."""
+        return self.forward_train(x, y)
+
     def nets(self) -> dict[str, SubNet]:
         """Every net this method trains and reports, by name (full net first)."""
         raise NotImplementedError
