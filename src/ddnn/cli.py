@@ -68,8 +68,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with ddnn's error style: one line naming the problem and where to look, exit code 2."""
+
+    def error(self, message: str):
+        print(f"ddnn: error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddnn", description="Depth-level dynamic networks with embedded KD.")
+    parser = OneLineParser(prog="ddnn", description="Depth-level dynamic networks with embedded KD.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 

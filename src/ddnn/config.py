@@ -42,6 +42,9 @@ class DataConfig:
     train_limit: int | None = None  # keep only this many training images (stratified), for small-data studies
     augment: list[Literal["crop", "flip"]] = field(default_factory=lambda: ["crop"])
     crop_padding: int = 2
+    image_size: int = 224  # imagefolder: side of the (random-resized or centre) crop
+    resize: int | None = None  # imagefolder: shorter side before the centre crop at evaluation (null: size*256/224)
+    workers: int = 4  # imagefolder: threads decoding images
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -274,6 +277,9 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.test_fraction": (lambda v: 0 < v < 1, "a fraction in (0, 1)"),
     "data.train_limit": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
     "data.crop_padding": (lambda v: v >= 0, "an integer >= 0"),
+    "data.image_size": (lambda v: v >= 8, "an integer >= 8"),
+    "data.resize": (lambda v: v is None or v >= 8, "null or an integer >= 8"),
+    "data.workers": (lambda v: v >= 1, "an integer >= 1"),
     "data.synthetic.size": (lambda v: v >= 1, "an integer >= 1"),
     "data.synthetic.image_size": (lambda v: v >= 1, "an integer >= 1"),
     "data.synthetic.channels": (lambda v: v >= 1, "an integer >= 1"),
