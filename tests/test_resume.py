@@ -152,3 +152,35 @@ def test_a_checkpoint_of_another_model_is_refused(tiny_config, tmp_path):
     (out / "results.json").unlink()
     with pytest.raises(DdnnError, match="does not fit the model its config builds"):
         train(None, out, log=lambda *_: None, resume=True)
+
+
+def test_seeds_run_resumes_per_seed(tiny_config, tmp_path, monkeypatch):
+    """A seeds run stopped inside its second seed: `resume` keeps seed 0, continues seed 1, writes the report;
+    without a config it reads the seeds run's own (seeds-config.yaml)."""
+    from ddnn.engine.trainer import Trainer
+
+    cfg = tiny_config("train.epochs=2", "seeds=[0,1]")
+    out = tmp_path / "seeds"
+    real_epoch = Trainer.train_epoch
+
+    def stop_seed_1(self, epoch):
+        if self.cfg.train.seed == 1 and epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", stop_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out, log=lambda *_: None)
+    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
+    seed0 = (out / "seed0" / "results.json").read_text()
+    assert not (out / "seed1" / "results.json").exists() and not (out / "report.json").exists()
+    with pytest.raises(DdnnError, match="not empty"):  # without resume, the folder is not reused
+        train(cfg, out, log=lambda *_: None)
+    said = []
+    train(None, out, log=said.append, resume=True)
+    assert any("seed0 already finished" in line for line in said)
+    assert any("resuming" in line and "seed1" in line for line in said)
+    assert (out / "seed0" / "results.json").read_text() == seed0
+    alone = train(tiny_config("train.epochs=2", "train.seed=1"), tmp_path / "alone", log=lambda *_: None)
+    assert json.loads((out / "seed1" / "results.json").read_text())["nets"] == alone["nets"]
+    assert (out / "report.json").exists()

@@ -306,6 +306,8 @@ class Trainer:
         (self.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         for name in ("best.pt", "last.pt"):  # the run is complete: the copies kept for a crash are not needed
             previous_of(self.out / name).unlink(missing_ok=True)
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         self.log(format_table(results))
         self.log(f"trained in {seconds:.1f}s; run folder: {self.out}")
         return results
