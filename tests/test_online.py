@@ -171,3 +171,14 @@ def test_online_run_through_the_cli(tmp_path, capsys):
     # every net profiles (the teacher as the ensemble of the students' bodies and its head)
     assert main(["profile", "--run", str(out), "--repeats", "1", "--warmup", "0", "--batch-sizes", "1"]) == 0
     assert set(json.loads((out / "profile.json").read_text())["nets"]) == set(nets)
+
+
+def test_online_refuses_a_ddnn_config_before_writing_anything(tiny_config, tmp_path):
+    from ddnn.engine.trainer import train
+    from ddnn.errors import DdnnError
+
+    with pytest.raises(DdnnError, match=r"model.subnets=\[\]"):
+        train(tiny_config("method=online"), tmp_path / "run", log=lambda *_: None)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(DdnnError, match="method.online.students"):
+        tiny_config("method=online", "model.subnets=[]", "method.online.students=1")
