@@ -129,7 +129,7 @@ ERROR_CASES = {
     "init-from-missing": Case(["train", "model.name=resnet18", "model.subnets=[resnet10]", "model.init_from=nothere.pth"], ["nothere.pth", "does not exist"]),
     "profile-run-missing": Case(["profile", "--run", "/nonexistent"], ["/nonexistent", "does not exist"]),
     "profile-bad-batch-sizes": Case(["profile", "--batch-sizes", "1,0"], ["--batch-sizes", "positive"]),
-    "export-neither": Case(["export", "--run", "."], ["--subnet", "--all"]),
+    "export-both": Case(["export", "--run", ".", "--subnet", "resnet8", "--all"], ["--subnet", "--all", "not both"]),
     "export-run-empty": Case(["export", "--run", ".", "--all"], ["best.pt", "ddnn train"]),
     "select-no-profile": Case(["select", "--run", ".", "--max-macs", "1e6"], ["profile.json", "ddnn profile --run"]),
     "calibrate-run-missing": Case(["calibrate", "--run", "/nonexistent"], ["/nonexistent", "does not exist"]),

@@ -59,6 +59,16 @@ class ModelConfig:
     stem: Literal["cifar", "imagenet"] | None = None  # family default when null
     zero_init_residual: bool = False
     init_from: str | None = None  # torchvision ResNet state_dict file (ImageNet-style families)
+    cheap: Literal["depthwise", "group", "shift"] | None = None  # cheap convolutions in the blocks (models/cheap.py)
+    cheap_groups: int = 4  # groups of `cheap: group`
+
+
+@dataclass
+class OnlineConfig:
+    """`online` (METHODS.md §3): m students and the teacher built on their features, learning together."""
+
+    students: int = 4  # m >= 2
+    temperature: float = 4.0  # T of T^2 * KL(softmax_T(teacher) || softmax_T(student))
 
 
 @dataclass
@@ -71,6 +81,7 @@ class MethodConfig:
     stages: list[int] | None = None  # stage indices matched by attention (null: all)
     detach_teacher: bool = True
     reduce: Literal["sum", "mean"] = "sum"  # combine the nets' losses by sum (paper) or mean over nets
+    online: OnlineConfig = field(default_factory=OnlineConfig)
 
 
 @dataclass
@@ -285,6 +296,9 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.synthetic.channels": (lambda v: v >= 1, "an integer >= 1"),
     "data.synthetic.classes": (lambda v: v >= 2, "an integer >= 2"),
     "method.temperature": (lambda v: v > 0, "a number > 0"),
+    "method.online.students": (lambda v: v >= 2, "an integer >= 2"),
+    "method.online.temperature": (lambda v: v > 0, "a number > 0"),
+    "model.cheap_groups": (lambda v: v >= 1, "an integer >= 1"),
     "optim.lr": (lambda v: v > 0, "a number > 0"),
     "optim.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "optim.weight_decay": (lambda v: v >= 0, "a number >= 0"),

@@ -285,6 +285,7 @@ class Trainer:
         best = load_checkpoint(self.out / "best.pt")
         self.method.load_state_dict(best["state"])
         best_test = self._evaluate("test")
+        best_val = self._evaluate("val") if self.data.val is not None else None
         self.method.load_state_dict(final_state)
         costs = net_costs(self.method, self.spec)
         results = {
@@ -303,6 +304,8 @@ class Trainer:
                 for name in final
             },
         }
+        results.update(self.method.extra_results(  # e.g. online: the best student of each checkpoint
+            {"top1": final, "val_top1": val, "best_top1": best_test, "best_val_top1": best_val}, self.spec.shape))
         (self.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         for name in ("best.pt", "last.pt"):  # the run is complete: the copies kept for a crash are not needed
             previous_of(self.out / name).unlink(missing_ok=True)

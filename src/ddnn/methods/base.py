@@ -1,5 +1,7 @@
 """What every training method is: a module that owns its nets and turns a batch into named losses."""
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -31,3 +33,14 @@ class Method(nn.Module):
     def extract(self, name: str) -> nn.Module:
         """One net as a plain standalone module (what gets profiled and deployed)."""
         raise NotImplementedError
+
+    def default_net(self, val_top1: Callable[[], dict[str, float]]) -> str | None:
+        """The net to deploy when none is named (`ddnn export --run DIR`), or None when the method
+        has no single answer. `val_top1()` evaluates every net on the validation split, on demand."""
+        return None
+
+    def extra_results(self, top1: dict[str, dict[str, float] | None], input_shape: tuple[int, ...]) -> dict:
+        """Method-specific entries for results.json. `top1` holds top-1 per net of the final weights
+        ("top1": test, "val_top1") and of best.pt ("best_top1", "best_val_top1"); the val entries are
+        None without a validation split. `input_shape` (C, H, W) is for cost counts."""
+        return {}
