@@ -44,12 +44,20 @@ def test_two_processes_equal_one_without_batchnorm(tmp_path):
         assert a["val_top1"] == b["val_top1"]
 
 
-@pytest.mark.parametrize("method", ["ekd", "individual"])
+METHOD_ARGS = {
+    "ekd": ["method.name=ekd"],
+    "individual": ["method.name=individual"],
+    "online": ["method.name=online", "method.online.students=2", "model.cheap=shift", "model.name=resnet8",
+               "model.subnets=[]"],
+}
+
+
+@pytest.mark.parametrize("method", list(METHOD_ARGS))
 def test_cli_under_torchrun_matches_one_process(tmp_path, method):
     """The real CLI on 2 processes: one run folder written by rank 0, the launch in config.yaml, metrics over
     the whole training set, and the same batches as one process. Stated tolerance: BatchNorm normalises each
     process's half batch, so the runs drift apart slowly; the epoch-1 training loss agrees within 3 %."""
-    args = [*TINY, f"method.name={method}", "data.batch_size=32", "train.epochs=2"]
+    args = [*TINY, *METHOD_ARGS[method], "data.batch_size=32", "train.epochs=2"]
     launch(2, ["-m", "ddnn", "train", "--out", "two", *args], tmp_path)
     subprocess.run([sys.executable, "-m", "ddnn", "train", "--out", "one", *args], cwd=tmp_path, check=True,
                    capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
