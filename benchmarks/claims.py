@@ -48,10 +48,7 @@ def run_one(setting: str, variant: str, seed: int, out: Path) -> dict:
         return json.loads((folder / "results.json").read_text())
     cfg = load_config(None, [f"name=claims-{setting}-{variant}", f"train.seed={seed}", "runtime.progress=false",
                              *SETTINGS[setting][0], *VARIANTS[variant]])
-    if folder.exists():  # an interrupted run: start it again
-        for f in folder.iterdir():
-            f.unlink()
-    return train(cfg, folder, log=lambda *_: None)
+    return train(cfg, folder, log=lambda *_: None, resume=True)  # an interrupted run continues
 
 
 def mean_std(values: list[float]) -> str:

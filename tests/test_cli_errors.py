@@ -74,6 +74,32 @@ def write_full_out(folder: Path) -> None:
     (folder / "full" / "keep.txt").write_text("precious results\n")
 
 
+def write_blocking_file(folder: Path) -> None:
+    (folder / "blocker").write_text("a file where the run folder's parent should be\n")
+
+
+def write_flipped_ckpt(folder: Path) -> None:
+    import torch
+
+    from ddnn.engine.checkpoint import save_checkpoint
+
+    save_checkpoint({"config": {}, "epoch": 1, "state": {"w": torch.full((16,), 2.0)}}, folder / "flipped.pt")
+    raw = bytearray((folder / "flipped.pt").read_bytes())
+    raw[raw.find(torch.full((16,), 2.0).numpy().tobytes())] ^= 1
+    (folder / "flipped.pt").write_bytes(bytes(raw))
+
+
+TINY_RUN = ["data.name=synthetic", "data.synthetic.size=80", "data.synthetic.image_size=8", "model.name=resnet8",
+            "model.subnets=[]", "model.widths=[4,4,4]", "train.epochs=1", "runtime.progress=false"]
+
+
+def write_tiny_run(folder: Path) -> None:
+    from ddnn.config import load_config
+    from ddnn.engine.trainer import train
+
+    train(load_config(None, TINY_RUN), folder / "run", log=lambda *_: None)
+
+
 @dataclass
 class Case:
     argv: list[str]
@@ -103,11 +129,27 @@ ERROR_CASES = {
     "init-from-missing": Case(["train", "model.name=resnet18", "model.subnets=[resnet10]", "model.init_from=nothere.pth"], ["nothere.pth", "does not exist"]),
     "profile-run-missing": Case(["profile", "--run", "/nonexistent"], ["/nonexistent", "does not exist"]),
     "profile-bad-batch-sizes": Case(["profile", "--batch-sizes", "1,0"], ["--batch-sizes", "positive"]),
-    "export-neither": Case(["export", "--run", "."], ["--subnet", "--all"]),
+    "export-both": Case(["export", "--run", ".", "--subnet", "resnet8", "--all"], ["--subnet", "--all", "not both"]),
     "export-run-empty": Case(["export", "--run", ".", "--all"], ["best.pt", "ddnn train"]),
     "select-no-profile": Case(["select", "--run", ".", "--max-macs", "1e6"], ["profile.json", "ddnn profile --run"]),
     "calibrate-run-missing": Case(["calibrate", "--run", "/nonexistent"], ["/nonexistent", "does not exist"]),
     "report-run-missing": Case(["report", "/nonexistent"], ["/nonexistent"]),
+    "wrong-type-number": Case(["train", "optim.lr=fast"], ["optim.lr", "float", "'fast'"]),
+    "wrong-type-list": Case(["train", "model.widths=16"], ["model.widths", "list"]),
+    "out-of-range": Case(["train", "train.epochs=0"], ["train.epochs", ">= 1"]),
+    "override-not-key-value": Case(["train", "optim.lr"], ["optim.lr", "key=value"]),
+    "unwritable-out": Case(["train", "--out", "blocker/run", *TINY_RUN], ["blocker/run", "cannot create run folder"],
+                           write_blocking_file),
+    "bad-flag": Case(["train", "--epochs", "3"], ["unrecognized arguments", "--epochs", "--help"]),
+    "bad-choice": Case(["eval", "--run", ".", "--split", "train"], ["--split", "invalid choice", "'train'"]),
+    "no-command": Case([], ["required", "command"]),
+    "resume-missing": Case(["train", "--resume", "/nonexistent"], ["/nonexistent", "no such run folder"]),
+    "resume-auto-no-out": Case(["train", "--resume", "auto"], ["--resume auto", "--out"]),
+    "resume-not-a-run": Case(["train", "--resume", "."], ["no last.pt to resume"]),
+    "resume-other-config": Case(["train", "--resume", "run", *TINY_RUN, "optim.lr=0.5"],
+                                ["cannot resume", "optim.lr=0.1", "0.5 was given"], write_tiny_run),
+    "eval-ckpt-checksum": Case(["eval", "--ckpt", "flipped.pt"], ["flipped.pt", "does not match its checksum"],
+                               write_flipped_ckpt),
 }
 
 OTHER_CASES = {
@@ -165,7 +207,8 @@ def test_error_is_one_line_exit_2(results, name):
 
 
 @pytest.mark.parametrize("name", ["unknown-key", "misspelt-key", "unknown-model", "unknown-subnet", "subnet-too-deep",
-                                  "config-missing", "config-malformed", "unknown-method", "out-not-empty"])
+                                  "config-missing", "config-malformed", "unknown-method", "out-not-empty",
+                                  "wrong-type-number", "wrong-type-list", "out-of-range", "bad-flag"])
 def test_config_errors_leave_no_run_folder(results, name):
     assert not (results[name].cwd / "runs").exists()
 
@@ -214,3 +257,16 @@ def test_list(results):
     for title in ("models:", "methods:", "datasets:"):
         assert title in res.stdout
     assert "Traceback" not in res.stderr
+
+
+def test_refused_resume_leaves_the_run_as_it_was(results):
+    from ddnn.engine.checkpoint import load_checkpoint
+
+    run = results["resume-other-config"].cwd / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl", "results.json"]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_at_least_twenty_bad_inputs_are_covered():
+    assert len(ERROR_CASES) >= 20

@@ -202,6 +202,15 @@ def test_export_without_onnx_names_the_extra(run_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_export_without_a_name_needs_a_default_net(run_dir, tmp_path):
+    """A DDNN run has no single net to ship: without --subnet or --all export says so and writes nothing."""
+    args = ns(run=str(run_dir), which="best", subnet=None, all=False, format="torchscript", out=str(tmp_path / "x.pt"),
+              verify_images=8)
+    with pytest.raises(DdnnError, match="give --subnet NAME or --all.*resnet14, resnet8"):
+        cmd_export(args)
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_export_unknown_net(run_dir):
     args = ns(run=str(run_dir), which="best", subnet="resnet9", all=False, format="torchscript", out=None,
               verify_images=8)

@@ -1,5 +1,6 @@
 """The training loop end to end on tiny synthetic data: the run-output contract and its numbers."""
 
+import dataclasses
 import json
 import math
 
@@ -19,8 +20,9 @@ def test_run_folder_contract(tiny_config, tmp_path):
     results = train(cfg, out, log=lambda *_: None)
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl", "results.json"]
 
-    # config.yaml is the fully resolved config: it rebuilds the same Config
-    assert from_dict(yaml.safe_load((out / "config.yaml").read_text())) == cfg
+    # config.yaml is the fully resolved config: it rebuilds the same Config, with the launch written in
+    launch = dataclasses.replace(cfg.distributed, world_size=1, per_rank_batch=32, lr=0.05)
+    assert from_dict(yaml.safe_load((out / "config.yaml").read_text())) == dataclasses.replace(cfg, distributed=launch)
 
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2]

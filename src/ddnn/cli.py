@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,15 +17,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ddnn.engine.trainer import train
 
     if args.config and is_pipeline(args.config):  # several stages, e.g. teacher -> assistant -> student
+        if args.resume:
+            raise DdnnError("--resume is for one run; a pipeline resumes when the same command is run again")
         name = Pipeline(args.config, args.overrides).name
         out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_pipeline(args.config, args.overrides, out, parse_seeds(args.seeds) if args.seeds else None)
         return 0
-    cfg = load_config(args.config, args.overrides)
-    if args.seeds:
+    if args.resume and args.resume != "auto":
+        if args.out and Path(args.out) != Path(args.resume):
+            raise DdnnError("give the run folder once: --resume DIR, or --out DIR --resume auto")
+        if not Path(args.resume).is_dir():
+            raise DdnnError(f"--resume {args.resume}: no such run folder; give a run folder that holds last.pt, "
+                            "or --resume auto with --out to start or continue a run")
+        args.out = args.resume
+    elif args.resume == "auto" and not args.out:
+        raise DdnnError("--resume auto needs --out DIR: the folder to continue (or start) the run in")
+    # `--resume DIR` alone continues the run with its own config; anything given must agree with it
+    own_config = args.resume not in (None, "auto") and not (args.config or args.overrides or args.seeds)
+    cfg = None if own_config else load_config(args.config, args.overrides)
+    if cfg is not None and args.seeds:
         cfg.seeds = parse_seeds(args.seeds)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train(cfg, out)
+    train(cfg, out, resume=bool(args.resume))
     return 0
 
 
@@ -62,8 +76,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with ddnn's error style: one line naming the problem and where to look, exit code 2."""
+
+    def error(self, message: str):
+        print(f"ddnn: error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddnn", description="Depth-level dynamic networks with embedded KD.")
+    parser = OneLineParser(prog="ddnn", description="Depth-level dynamic networks with embedded KD.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -71,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="YAML path or bundled config name (see `ddnn list`)")
     p.add_argument("--out", help="run folder (default runs/<name>-<timestamp>)")
     p.add_argument("--seeds", help="e.g. 0,1,2: one run per seed in OUT/seed<S>, then mean ± std (config key `seeds`)")
+    p.add_argument("--resume", metavar="DIR|auto",
+                   help="continue the run in DIR from its last.pt (its own config); auto: continue --out if it "
+                        "holds a run, else start it there")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=0.05")
     p.set_defaults(func=_cmd_train)
 
@@ -100,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     except DdnnError as err:
         if args.debug:
             raise
-        print(f"ddnn: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process hits the same error; say it once
+            print(f"ddnn: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ddnn: interrupted; the run folder keeps the last saved checkpoint", file=sys.stderr)

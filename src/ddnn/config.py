@@ -42,6 +42,9 @@ class DataConfig:
     train_limit: int | None = None  # keep only this many training images (stratified), for small-data studies
     augment: list[Literal["crop", "flip"]] = field(default_factory=lambda: ["crop"])
     crop_padding: int = 2
+    image_size: int = 224  # imagefolder: side of the (random-resized or centre) crop
+    resize: int | None = None  # imagefolder: shorter side before the centre crop at evaluation (null: size*256/224)
+    workers: int = 4  # imagefolder: threads decoding images
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -56,6 +59,16 @@ class ModelConfig:
     stem: Literal["cifar", "imagenet"] | None = None  # family default when null
     zero_init_residual: bool = False
     init_from: str | None = None  # torchvision ResNet state_dict file (ImageNet-style families)
+    cheap: Literal["depthwise", "group", "shift"] | None = None  # cheap convolutions in the blocks (models/cheap.py)
+    cheap_groups: int = 4  # groups of `cheap: group`
+
+
+@dataclass
+class OnlineConfig:
+    """`online` (METHODS.md §3): m students and the teacher built on their features, learning together."""
+
+    students: int = 4  # m >= 2
+    temperature: float = 4.0  # T of T^2 * KL(softmax_T(teacher) || softmax_T(student))
 
 
 @dataclass
@@ -84,6 +97,7 @@ class MethodConfig:
     stages: list[int] | None = None  # stage indices matched by attention (null: all)
     detach_teacher: bool = True
     reduce: Literal["sum", "mean"] = "sum"  # combine the nets' losses by sum (paper) or mean over nets
+    online: OnlineConfig = field(default_factory=OnlineConfig)
     kd: KDConfig = field(default_factory=KDConfig)
 
 
@@ -118,6 +132,19 @@ class RuntimeConfig:
     channels_last: Union[Literal["auto"], bool] = "auto"
     threads: int = 0  # 0: torch's default
     progress: Union[Literal["auto"], bool] = "auto"  # tqdm bars; auto: only on a terminal
+    tensorboard: bool = False  # also log every epoch to RUN/tensorboard (needs the `tensorboard` extra)
+
+
+@dataclass
+class DistributedConfig:
+    """Multi-process training (torchrun). `data.batch_size` is the global batch over all processes."""
+
+    lr_scaling: Literal["none", "linear"] = "none"  # linear: lr = optim.lr * data.batch_size / reference_batch
+    reference_batch: int = 128
+    # Resolved when a run starts and written to config.yaml (values given here are replaced):
+    world_size: int = 1
+    per_rank_batch: int | None = None
+    lr: float | None = None  # the learning rate actually used
 
 
 @dataclass
@@ -130,6 +157,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     seeds: list[int] | None = None  # train once per seed into OUT/seed<S>, then report mean ± std
 
 
@@ -279,11 +307,17 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.test_fraction": (lambda v: 0 < v < 1, "a fraction in (0, 1)"),
     "data.train_limit": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
     "data.crop_padding": (lambda v: v >= 0, "an integer >= 0"),
+    "data.image_size": (lambda v: v >= 8, "an integer >= 8"),
+    "data.resize": (lambda v: v is None or v >= 8, "null or an integer >= 8"),
+    "data.workers": (lambda v: v >= 1, "an integer >= 1"),
     "data.synthetic.size": (lambda v: v >= 1, "an integer >= 1"),
     "data.synthetic.image_size": (lambda v: v >= 1, "an integer >= 1"),
     "data.synthetic.channels": (lambda v: v >= 1, "an integer >= 1"),
     "data.synthetic.classes": (lambda v: v >= 2, "an integer >= 2"),
     "method.temperature": (lambda v: v > 0, "a number > 0"),
+    "method.online.students": (lambda v: v >= 2, "an integer >= 2"),
+    "method.online.temperature": (lambda v: v > 0, "a number > 0"),
+    "model.cheap_groups": (lambda v: v >= 1, "an integer >= 1"),
     "method.kd.temperature": (lambda v: v > 0, "a number > 0"),
     "method.kd.kl_weight": (lambda v: v >= 0, "a number >= 0"),
     "method.kd.gram_weight": (lambda v: v >= 0, "a number >= 0"),
@@ -294,6 +328,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "schedule.gamma": (lambda v: v > 0, "a number > 0"),
     "schedule.warmup_epochs": (lambda v: v >= 0, "a number >= 0"),
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "distributed.reference_batch": (lambda v: v >= 1, "an integer >= 1"),
     "runtime.threads": (lambda v: v >= 0, "an integer >= 0 (0: torch's default)"),
     "seeds": (lambda v: v is None or (len(v) >= 1 and len(set(v)) == len(v) and min(v) >= 0),
               "null or a non-empty list of distinct integers >= 0"),

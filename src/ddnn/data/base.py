@@ -9,7 +9,8 @@ from ddnn.errors import DdnnError
 
 @dataclass
 class Split:
-    """Images as uint8 (N, C, H, W) and integer labels (N,)."""
+    """Images as uint8 (N, C, H, W) and integer labels (N,). `images` is a tensor, or files that index
+    like one (data/folder.py) when the data does not fit in memory."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -18,7 +19,8 @@ class Split:
         return len(self.labels)
 
     def subset(self, index: torch.Tensor) -> "Split":
-        return Split(self.images[index], self.labels[index])
+        images = self.images[index] if isinstance(self.images, torch.Tensor) else self.images.select(index)
+        return Split(images, self.labels[index])
 
 
 @dataclass
@@ -64,8 +66,10 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 def carve(
     name: str, train: Split, test: Split | None, num_classes: int,
     val_fraction: float, test_fraction: float, seed: int, train_limit: int | None,
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> Dataset:
-    """Make the val (and, if the data has none, test) split from `train`, stratified and seeded."""
+    """Make the val (and, if the data has none, test) split from `train`, stratified and seeded;
+    normalise with `stats` (mean, std) or, when None, the training images' own channel statistics."""
     if test is None:
         keep, held = stratified_split(train.labels, test_fraction, seed)
         train, test = train.subset(keep), train.subset(held)
@@ -80,5 +84,5 @@ def carve(
         if split is not None and len(split) == 0:
             raise DdnnError(f"{name}: the {split_name} split is empty; lower data.val_fraction/data.test_fraction "
                             "or raise data.train_limit")
-    mean, std = channel_stats(train.images)
+    mean, std = stats or channel_stats(train.images)  # files on disk come with known statistics
     return Dataset(name, train, val, test, num_classes, mean, std)

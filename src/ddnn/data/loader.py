@@ -61,8 +61,11 @@ def batches(
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        images = split.images[idx]
-        if gen is not None:
+        if gen is not None and hasattr(split.images, "augmented"):  # files: per-image random-resized crops
+            images = split.images.augmented(idx, gen, "crop" in augment, "flip" in augment)
+        else:
+            images = split.images[idx]
+        if gen is not None and not hasattr(split.images, "augmented"):
             if "crop" in augment and crop_padding > 0:
                 images = random_crop(images, crop_padding, gen)
             if "flip" in augment:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ddnn.data import Normalizer, batches
-from ddnn.engine.checkpoint import save_atomic
+from ddnn.engine.checkpoint import save_checkpoint
 from ddnn.engine.evaluate import evaluate
 from ddnn.engine.runtime import Runtime
 from ddnn.engine.summary import markdown_table
@@ -73,13 +73,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ddnn.deploy.export import SUFFIX, export_net
     from ddnn.deploy.run import open_run
 
-    if bool(args.subnet) == bool(args.all):
-        raise DdnnError("give --subnet NAME or --all")
+    if args.subnet and args.all:
+        raise DdnnError("give --subnet NAME or --all, not both")
     if args.verify_images < 1:
         raise DdnnError("--verify-images must be >= 1")
     run = open_run(Path(args.run), args.which)
-    names = list(run.method.nets()) if args.all else [run.check_net(args.subnet)]
     data = run.load_data()
+    if args.all:
+        names = list(run.method.nets())
+    elif args.subnet:
+        names = [run.check_net(args.subnet)]
+    else:
+        names = [_default_net(run, data)]
     images = data.test.images[: args.verify_images]
     if args.out and not args.all:
         targets = {names[0]: Path(args.out)}
@@ -93,6 +98,27 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"(<= {info['verified']['tolerance']:g}); input float [0,1] NCHW {info['input']['shape'][1:]}, "
               f"normalisation included; description: {path}.json")
     return 0
+
+
+def _default_net(run, data) -> str:
+    """The run's own choice of net when none is named (online: the best student on the val split)."""
+    val: dict[str, float] = {}
+
+    def val_top1() -> dict[str, float]:
+        if data.val is None:
+            raise DdnnError("the run has no validation split to choose its best net on (data.val_fraction is 0); "
+                            "give --subnet NAME")
+        val.update(evaluate(run.method, data.val, Normalizer(run.spec.mean, run.spec.std), CPU_FP32,
+                            run.cfg.data.eval_batch_size))
+        return val
+
+    name = run.method.default_net(val_top1)
+    if name is None:
+        raise DdnnError(f"give --subnet NAME or --all (a {run.cfg.method.name} run has no single default net; "
+                        f"its nets: {', '.join(run.method.nets())})")
+    print(f"no --subnet: exporting {name}, the run's default net (highest validation top-1 among its students on "
+          f"{run.checkpoint.name}: {val[name]:.2f} %)" if val else f"no --subnet: exporting {name}, the run's default net")
+    return name
 
 
 def cmd_select(args: argparse.Namespace) -> int:
@@ -142,7 +168,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     images, n_batches = sum(used), len(used)
     run.ckpt["calibration"] = {"nets": stats, "batches": n_batches, "batch_size": bs, "images": images,
                                "seed": args.seed, "split": args.split, "top1_before": before, "top1_after": after}
-    save_atomic(run.ckpt, run.checkpoint)
+    save_checkpoint(run.ckpt, run.checkpoint)
     rows = [("net", f"{args.split} top1 before", "after", "change")]
     rows += [(n, f"{before[n]:.2f}", f"{after[n]:.2f}", f"{after[n] - before[n]:+.2f}") for n in before]
     print("\n".join(markdown_table(rows)))
@@ -180,7 +206,8 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("export", help="a standalone TorchScript/ONNX file of a net, verified against the DDNN")
     run_args(p)
-    p.add_argument("--subnet", help="net name (see the run's results table)")
+    p.add_argument("--subnet", help="net name (see the run's results table); default: the run's default net "
+                   "(online: the best student on the val split), where the method has one")
     p.add_argument("--all", action="store_true", help="export every net")
     p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
     p.add_argument("--out", help="file (one net) or folder (--all); default RUN/export/")

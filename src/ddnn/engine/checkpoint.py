@@ -1,4 +1,9 @@
-"""Checkpoints as plain data: written atomically, read with torch.load(weights_only=True)."""
+"""Checkpoints as plain data: written atomically with a checksum, read with torch.load(weights_only=True).
+
+A checkpoint carries the sha256 of its own content (`digest`), so a flipped bit anywhere in the tensors
+or the metadata is found on load, not only a truncated archive. Saving keeps the file it replaces as
+`<name>.prev.pt` until the new one has been written, synced and read back, so one good copy always exists.
+"""
 
 import hashlib
 import os
@@ -12,7 +17,8 @@ import torch
 
 from ddnn.errors import DdnnError
 
-FORMAT = "ddnn-checkpoint/1"
+FORMAT = "ddnn-checkpoint/2"
+OLD_FORMATS = ("ddnn-checkpoint/1",)  # before checksums: still readable, nothing to verify
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -61,12 +67,101 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def _feed(h: "hashlib._Hash", obj: Any) -> None:
+    """Hash a nested structure of dicts, lists, tensors and scalars by value and shape, in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key in sorted(obj, key=repr):
+            h.update(repr(key).encode())
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for item in obj:
+            _feed(h, item)
+    else:
+        h.update(f"S{type(obj).__name__}:{obj!r}".encode())
+
+
+def digest(ckpt: dict[str, Any]) -> str:
+    """sha256 of a checkpoint's content, its own `digest` entry left out."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in ckpt.items() if k != "digest"})
+    return h.hexdigest()
+
+
+def previous_of(path: Path) -> Path:
+    """Where the checkpoint that `path` replaced is kept (last.pt -> last.prev.pt)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
+    """Write `ckpt` with its digest; the replaced file survives as `<name>.prev.pt`.
+
+    Order: new content to a temp file (synced), read back and verified, then the old file moves to
+    .prev and the temp file takes its name. A crash at any point leaves at least one good checkpoint.
+    """
+    path = Path(path)
+    ckpt = {**ckpt, "format": FORMAT}
+    ckpt["digest"] = digest(ckpt)
+    staged = path.with_name(f".{path.name}.staged")
+    save_atomic(ckpt, staged)
+    check_digest(read_torch_file(staged, "checkpoint", "the disk may be failing; check it"), staged)
+    if path.exists():
+        os.replace(path, previous_of(path))
+    os.replace(staged, path)
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the renames durable (a rename lives in the folder's entry, not in the file)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_digest(ckpt: Any, path: Path) -> dict[str, Any]:
+    """`ckpt` if it is a ddnn checkpoint whose content matches its digest."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in (FORMAT, *OLD_FORMATS):
+        raise DdnnError(f"{path} is not a ddnn checkpoint (no '{FORMAT}' marker)")
+    if ckpt["format"] == FORMAT and ckpt.get("digest") != digest(ckpt):
+        raise DdnnError(f"checkpoint {path} is corrupt (its content does not match its checksum)"
+                        f"{_fallback_hint(path)}")
+    return ckpt
+
+
+def _fallback_hint(path: Path) -> str:
+    prev = previous_of(path)
+    return f"; the previous good one is kept as {prev.name}" if prev.is_file() else "; use another checkpoint of the run"
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A ddnn checkpoint as a dict; a missing, corrupt or foreign file is a one-line DdnnError."""
+    """A ddnn checkpoint as a dict; a missing, corrupt, tampered or foreign file is a one-line DdnnError."""
     path = Path(path)
     if not path.is_file():
         raise DdnnError(f"checkpoint {path} does not exist; give a run folder's last.pt or best.pt")
-    ckpt = read_torch_file(path, "checkpoint", "use another checkpoint of the run")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise DdnnError(f"{path} is not a ddnn checkpoint (no '{FORMAT}' marker)")
-    return ckpt
+    return check_digest(read_torch_file(path, "checkpoint", _fallback_hint(path).lstrip("; ")), path)
+
+
+def load_checkpoint_or_previous(path: Path, log) -> tuple[dict[str, Any], Path]:
+    """`path`'s checkpoint, or, when it is missing or corrupt, the one it replaced (saying so)."""
+    try:
+        return load_checkpoint(path), Path(path)
+    except DdnnError as err:
+        prev = previous_of(path)
+        if not prev.is_file():
+            raise
+        ckpt = load_checkpoint(prev)
+        log(f"ddnn: {err}; using {prev.name} (epoch {ckpt.get('epoch')}) instead")
+        return ckpt, prev

@@ -8,9 +8,12 @@ writes, so the folder can be compared with others later (`ddnn report OUT OTHER`
 import dataclasses
 from pathlib import Path
 
-from ddnn.config import Config
+import yaml
+
+from ddnn.config import Config, to_dict
 from ddnn.engine.setup import check_config
-from ddnn.engine.trainer import check_out_dir, train
+
+SEEDS_CONFIG = "seeds-config.yaml"  # the config of the whole seeds run, so `--resume OUT` knows every seed
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -25,17 +28,31 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def train_seeds(cfg: Config, out: Path, log=None) -> dict:
-    """Train `cfg` once per seed in `cfg.seeds` into sibling folders; returns the report's summary."""
+def train_seeds(cfg: Config, out: Path, log=None, resume: bool = False) -> dict:
+    """Train `cfg` once per seed in `cfg.seeds` into sibling folders; returns the report's summary.
+    `resume`: finished seeds are kept, a stopped one continues, the rest start."""
     from ddnn.deploy.report import build_report
+    from ddnn.engine.distributed import process_rank
+    from ddnn.engine.resume import checkpoint_config
+    from ddnn.engine.trainer import check_out_dir, train
 
     log = log or (lambda line: print(line, flush=True))
     check_config(cfg)
-    check_out_dir(Path(out))  # a previous run is never mixed into this one
+    out = Path(out)
+    saved = out / SEEDS_CONFIG
+    if resume and saved.is_file():
+        checkpoint_config({"config": yaml.safe_load(saved.read_text())}, cfg, out)  # same experiment?
+    elif process_rank() == 0 and not (resume and not out.exists()):
+        check_out_dir(out)  # a previous run is never mixed into this one
+    if process_rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     folders = []
     for seed in cfg.seeds:
         one = dataclasses.replace(cfg, seeds=None, train=dataclasses.replace(cfg.train, seed=seed))
         log(f"== seed {seed} ({len(folders) + 1}/{len(cfg.seeds)})")
-        train(one, Path(out) / f"seed{seed}", log)
-        folders.append(Path(out) / f"seed{seed}")
-    return build_report(folders, Path(out), log)
+        train(one, out / f"seed{seed}", log, resume=resume)
+        folders.append(out / f"seed{seed}")
+    if process_rank() != 0:
+        return {}
+    return build_report(folders, out, log)

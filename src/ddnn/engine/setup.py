@@ -45,6 +45,7 @@ def build_method(cfg: Config, spec: InputSpec) -> Method:
     builder = ModelBuilder(
         m.name, m.subnets, m.blocks, num_classes=spec.num_classes, in_channels=spec.shape[0], widths=m.widths,
         bn=m.bn, shortcut=m.shortcut, stem=m.stem, zero_init_residual=m.zero_init_residual,
+        cheap=m.cheap, cheap_groups=m.cheap_groups,
     )
     return METHODS.get(cfg.method.name)(cfg.method, builder)
 
@@ -65,6 +66,9 @@ def check_config(cfg: Config) -> None:
     full = tuple(cfg.model.blocks) if cfg.model.blocks else preset
     if full is not None:
         resolve_subnets(family, full, cfg.model.subnets)
+    if cfg.model.init_from and cfg.model.cheap:
+        raise DdnnError("model.init_from loads standard-convolution weights and cannot start a model.cheap net; "
+                        "unset one of them")
     if cfg.model.init_from and not Path(cfg.model.init_from).expanduser().is_file():
         raise DdnnError(f"model.init_from file {cfg.model.init_from} does not exist; "
                         "give the path of a torchvision ResNet state_dict (.pth)")

@@ -18,6 +18,10 @@ class Method(nn.Module):
     def forward_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         raise NotImplementedError
 
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The training step's forward, so DistributedDataParallel (which wraps `forward`) can run it."""
+        return self.forward_train(x, y)
+
     def nets(self) -> dict[str, SubNet]:
         """Every net this method trains and reports, by name (full net first)."""
         raise NotImplementedError
@@ -41,9 +45,17 @@ class Method(nn.Module):
 
     def backward(self, losses: dict[str, torch.Tensor], scale: Callable[[torch.Tensor], torch.Tensor],
                  epoch: int) -> None:
-        """Fill the parameters' .grad from the batch's loss terms; `scale` is the AMP gradient scaler's."""
+        """Fill the parameters' .grad from the batch's loss terms (single process); `scale` is the AMP
+        gradient scaler's, `epoch` counts from 1."""
         scale(sum(losses.values())).backward()
 
-    def extra_results(self) -> dict:
-        """Entries this method adds to results.json (e.g. the teachers it learnt from)."""
+    def default_net(self, val_top1: Callable[[], dict[str, float]]) -> str | None:
+        """The net to deploy when none is named (`ddnn export --run DIR`), or None when the method
+        has no single answer. `val_top1()` evaluates every net on the validation split, on demand."""
+        return None
+
+    def extra_results(self, top1: dict[str, dict[str, float] | None], input_shape: tuple[int, ...]) -> dict:
+        """Method-specific entries for results.json. `top1` holds top-1 per net of the final weights
+        ("top1": test, "val_top1") and of best.pt ("best_top1", "best_val_top1"); the val entries are
+        None without a validation split. `input_shape` (C, H, W) is for cost counts."""
         return {}

@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 
 from ddnn.errors import DdnnError, did_you_mean
+from ddnn.models.cheap import cheapen
 from ddnn.models.dynamic import DynamicNet, Features, SubNet
 from ddnn.models import mobilenet, resnet, vgg
 from ddnn.models.resnet import Family
@@ -11,7 +12,8 @@ from ddnn.registry import MODELS
 # every model family, by name: ResNets, VGG and MobileNet
 FAMILIES: dict[str, Family] = {**resnet.FAMILIES, **vgg.FAMILIES, **mobilenet.FAMILIES}
 
-__all__ = ["FAMILIES", "DynamicNet", "Features", "ModelBuilder", "SubNet", "build_model", "family_of", "resolve_subnets"]
+__all__ = ["FAMILIES", "DynamicNet", "Features", "ModelBuilder", "SubNet", "build_model", "cheapen", "family_of",
+           "resolve_subnets"]
 
 
 def _register() -> None:
@@ -72,7 +74,7 @@ class ModelBuilder:
     """Builds the configured DDNN, or a standalone net of one of its depths (for `individual`)."""
 
     def __init__(self, name: str, subnets: Sequence[str | Sequence[int]] = (), blocks: Sequence[int] | None = None,
-                 **options: object) -> None:
+                 cheap: str | None = None, cheap_groups: int = 4, **options: object) -> None:
         self.family, preset = family_of(name)
         full = tuple(blocks) if blocks else preset
         if full is None:
@@ -84,9 +86,13 @@ class ModelBuilder:
         self.subnets = resolve_subnets(self.family, full, subnets)
         self.options = {k: v for k, v in options.items() if v is not None}
         self.options["widths"] = tuple(self.options.get("widths") or self.family.widths)
+        self.cheap, self.cheap_groups = cheap, cheap_groups
 
-    def __call__(self, subnet: SubNet | None = None) -> DynamicNet:
-        return self.family.build([subnet] if subnet else self.subnets, **self.options)
+    def __call__(self, subnet: SubNet | None = None, standard: bool = False) -> DynamicNet:
+        """The configured net (or one depth of it); with `model.cheap` its blocks use cheap
+        convolutions unless `standard` asks for the standard-convolution original."""
+        net = self.family.build([subnet] if subnet else self.subnets, **self.options)
+        return net if standard or not self.cheap else cheapen(net, self.cheap, self.cheap_groups)
 
 
 def build_model(
@@ -100,9 +106,12 @@ def build_model(
     shortcut: str = "conv",
     stem: str | None = None,
     zero_init_residual: bool = False,
+    cheap: str | None = None,
+    cheap_groups: int = 4,
 ) -> DynamicNet:
-    """Build a DDNN: `name` is a preset (resnet56) or a family (cifar_resnet, with `blocks`)."""
+    """Build a DDNN: `name` is a preset (resnet56) or a family (cifar_resnet, with `blocks`); `cheap`
+    gives its blocks cheap convolutions (models/cheap.py)."""
     return ModelBuilder(
-        name, subnets, blocks, num_classes=num_classes, in_channels=in_channels, widths=widths, bn=bn,
-        shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual,
+        name, subnets, blocks, cheap, cheap_groups, num_classes=num_classes, in_channels=in_channels, widths=widths,
+        bn=bn, shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual,
     )()
