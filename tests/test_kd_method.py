@@ -165,3 +165,13 @@ def test_teacher_renormalises_input_to_its_own_statistics():
     as_student = (raw - torch.tensor(SPEC.mean).view(1, 3, 1, 1)) / torch.tensor(SPEC.std).view(1, 3, 1, 1)
     as_teacher = (raw - torch.tensor(other.mean).view(1, 3, 1, 1)) / torch.tensor(other.std).view(1, 3, 1, 1)
     torch.testing.assert_close(t(as_student)[0], net(as_teacher), rtol=1e-4, atol=1e-5)
+
+
+def test_teacher_with_another_number_of_feature_points_is_refused():
+    from ddnn.errors import DdnnError
+
+    torch.manual_seed(0)
+    mobilenet = build_model("mobilenet9", 5, 3, subnets=[], widths=[4, 4, 8, 8])  # stem + 4 stages: 5 points
+    t = Teacher(Individual({"mobilenet9": mobilenet}), "mobilenet9", SPEC, SPEC)
+    with pytest.raises(DdnnError, match="has 5 feature points but the student resnet8 has 4"):
+        student_kd([t])
