@@ -52,12 +52,27 @@ METHOD_ARGS = {
 }
 
 
-@pytest.mark.parametrize("method", list(METHOD_ARGS))
-def test_cli_under_torchrun_matches_one_process(tmp_path, method):
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    from ddnn.cli import main
+
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    assert main(["train", "--out", str(out), *TINY, "data.batch_size=32", "method.name=individual",
+                 "model.subnets=[]", "train.epochs=1"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("method", [*METHOD_ARGS, "kd"])
+def test_cli_under_torchrun_matches_one_process(tmp_path, method, request):
     """The real CLI on 2 processes: one run folder written by rank 0, the launch in config.yaml, metrics over
     the whole training set, and the same batches as one process. Stated tolerance: BatchNorm normalises each
     process's half batch, so the runs drift apart slowly; the epoch-1 training loss agrees within 3 %."""
-    args = [*TINY, *METHOD_ARGS[method], "data.batch_size=32", "train.epochs=2"]
+    if method == "kd":  # with the sskd clipping: two backward passes per step, gradients averaged by hand
+        chosen = ["method.name=kd", f"method.kd.teachers=[{request.getfixturevalue('teacher')}]",
+                  "method.kd.clip=sskd", "model.name=resnet8", "model.subnets=[]"]
+    else:
+        chosen = METHOD_ARGS[method]
+    args = [*TINY, *chosen, "data.batch_size=32", "train.epochs=2"]
     launch(2, ["-m", "ddnn", "train", "--out", "two", *args], tmp_path)
     subprocess.run([sys.executable, "-m", "ddnn", "train", "--out", "one", *args], cwd=tmp_path, check=True,
                    capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -53,6 +53,14 @@ class World:
         return {"world_size": self.size, "backend": self.backend}
 
 
+def average_gradients(module: torch.nn.Module, world: World) -> None:
+    """Average every parameter's gradient over the processes (what DDP does during a plain backward)."""
+    for param in module.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            param.grad.div_(world.size)
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 

@@ -3,6 +3,7 @@ optimizer, logs each term by name, and writes the run-output contract (DESIGN.md
 trains one slice of every global batch per process (engine/distributed.py); with `resume` it
 continues a run from its last checkpoint (engine/resume.py)."""
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -21,7 +22,7 @@ from ddnn.config import Config, to_dict
 from ddnn.data import Dataset, Normalizer, batches, num_batches
 from ddnn.deploy.cost import MACS_NOTE, count_macs, count_params
 from ddnn.engine.checkpoint import load_checkpoint, previous_of, save_checkpoint
-from ddnn.engine.distributed import World, join_world
+from ddnn.engine.distributed import World, average_gradients, join_world
 from ddnn.engine.evaluate import evaluate
 from ddnn.engine.resume import (can_start_fresh, checkpoint_config, clean_partial_writes, find_last, rng_state,
                                set_rng_state)
@@ -179,17 +180,17 @@ class Trainer:
                 part = world.slice(n_global)
                 x, y = x[part], y[part]
             x, y = rt.to_input(x), y.to(rt.device)
-            with rt.autocast():
-                losses, logits = self.model(x, y)
-            total = sum(losses.values())
-            self._check_finite(losses, total, epoch, step)
-            if world.distributed:  # DDP averages over processes; weigh each slice by its share
-                total = total * (len(y) * world.size / n_global)
             self.optimizer.zero_grad(set_to_none=True)
-            if world.distributed:
-                self.scaler.scale(total).backward()
-            else:  # default: scale(sum).backward(); kd clips its Gram gradient per tensor
-                self.method.backward(losses, self.scaler.scale, epoch)
+            with self._gradient_sync():
+                with rt.autocast():
+                    losses, logits = self.model(x, y)
+                self._check_finite(losses, sum(losses.values()), epoch, step)
+                # DDP averages over processes: weigh each slice's loss by its share of the global batch
+                weight = len(y) * world.size / n_global if world.distributed else 1.0
+                weighted = {k: v * weight for k, v in losses.items()} if weight != 1.0 else losses
+                self.method.backward(weighted, self.scaler.scale, epoch)  # kd clips its Gram gradient
+            if self.sync_by_hand:
+                average_gradients(self.method, world)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -204,6 +205,15 @@ class Trainer:
         seen_all = totals[-1].item()
         return {"lr": lr, "losses": {k: totals[i].item() / seen_all for i, k in enumerate(sums)},
                 "train_top1": {k: 100.0 * totals[len(sums) + i].item() / seen_all for i, k in enumerate(correct)}}
+
+    @property
+    def sync_by_hand(self) -> bool:
+        """A method with its own backward (several autograd passes) has its gradients averaged after
+        it, as DDP's hooks would sum one pass only."""
+        return self.world.distributed and type(self.method).backward is not Method.backward
+
+    def _gradient_sync(self):
+        return self.model.no_sync() if self.sync_by_hand else contextlib.nullcontext()
 
     def _check_finite(self, losses: dict[str, torch.Tensor], total: torch.Tensor, epoch: int, step: int) -> None:
         """Stop on a NaN/Inf loss (in any process), naming the step and the term; checkpoints stay as they are."""

@@ -89,9 +89,6 @@ class OfflineKD(Method):
         from ddnn.data import Normalizer
         from ddnn.engine.evaluate import evaluate
 
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and self.kd.clip != "none":
-            raise DdnnError(f"method.kd.clip={self.kd.clip} needs the Gram and task gradients apart, which "
-                            "multi-process training does not give; train kd in one process or set method.kd.clip=none")
         loaded = [load_teacher(ref, self.kd, spec) for ref in self.kd.teachers]
         self.attach([t for t, _ in loaded], tuple(spec.shape))
         split_name = "val" if data.val is not None else "test"
