@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from ddnn.config import Config, load_config
 
@@ -17,3 +18,12 @@ def tiny_config():
         ])
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: small tensors run faster without OpenMP hand-offs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -15,12 +15,7 @@ from ddnn.models.cheap import OFFSETS, Shift, cheap_conv, cheapen, is_dense_3x3,
 from ddnn.registry import MODELS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 IMAGE = torch.tensor([[1.0, 2, 3], [4, 5, 6], [7, 8, 9]])

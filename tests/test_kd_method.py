@@ -17,12 +17,7 @@ from ddnn.models import build_model
 SPEC = SimpleNamespace(num_classes=5, shape=(3, 12, 12), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def teacher(seed: int, widths=(8, 16, 16)) -> Teacher:

@@ -12,12 +12,7 @@ from ddnn.models import build_model
 from ddnn.models.dynamic import SubNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_ddnn(seed: int = 0):

@@ -18,12 +18,7 @@ from ddnn.methods.online import OnlineDistillation, best_student, build_online, 
 from ddnn.models import ModelBuilder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _softmax(z, t):

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ddnn.errors import DdnnError
 from ddnn.models.dynamic import DynamicNet, SubNet
 from ddnn.models.norm import KeyedSequential
-from ddnn.models.plain import conv_bn_relu, init_plain, stage_keys
+from ddnn.models.common import check_widths, he_init
+from ddnn.models.plain import conv_bn_relu, stage_keys
 from ddnn.models.resnet import Family
 
 STEM_WIDTH = 32
@@ -33,9 +33,7 @@ def build_mobilenet(
 ) -> DynamicNet:
     """MobileNet: 3x3/2 stem, stages of depthwise-separable blocks, global pool, FC."""
     full = subnets[0].blocks
-    if len(widths) != len(full):
-        raise DdnnError(f"model.widths has {len(widths)} entries but the net has {len(full)} stages; "
-                        "give one width per stage")
+    check_widths(widths, full)
     stem_mod = KeyedSequential(*conv_bn_relu(in_channels, STEM_WIDTH, [s.name for s in subnets], bn, 3, 2))
     stages, cin = [], STEM_WIDTH
     for s, (n, width) in enumerate(zip(full, widths)):
@@ -46,7 +44,7 @@ def build_mobilenet(
             cin = width
         stages.append(blocks)
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
-    return init_plain(DynamicNet(stem_mod, stages, head, subnets, "mobilenet"))
+    return he_init(DynamicNet(stem_mod, stages, head, subnets, "mobilenet"))
 
 
 FAMILIES: dict[str, Family] = {

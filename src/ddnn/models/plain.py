@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ddnn.models.dynamic import DynamicNet
 from ddnn.models.norm import KeyedSequential, keyed_norm
 
 
@@ -25,17 +24,6 @@ def conv_bn_relu(cin: int, cout: int, keys: Sequence[str], bn: str, k: int = 3, 
 def stage_keys(subnets, stage: int, index: int) -> list[str]:
     """The sub-nets that run block `index` of `stage` (they need its normalisation)."""
     return [sn.name for sn in subnets if sn.blocks[stage] > index]
-
-
-def init_plain(net: DynamicNet) -> DynamicNet:
-    """He (fan-out) init for convs, unit BN, as the ResNets; linear layers keep torch's default."""
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    return net
 
 
 def empty_stem() -> KeyedSequential:

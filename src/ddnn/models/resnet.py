@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ddnn.errors import DdnnError
+from ddnn.models.common import check_widths, he_init
 from ddnn.models.dynamic import DynamicNet, ResidualBlock, SubNet
 from ddnn.models.norm import KeyedSequential, keyed_norm
 from ddnn.models.static import PadShortcut
@@ -82,8 +82,7 @@ def _assemble(
     zero_init_residual: bool,
 ) -> DynamicNet:
     full = subnets[0].blocks
-    if len(widths) != len(full):
-        raise DdnnError(f"model.widths has {len(widths)} entries but the net has {len(full)} stages; give one width per stage")
+    check_widths(widths, full)
     stages, cin = [], stem_width
     for s, (n, width, stride) in enumerate(zip(full, widths, strides)):
         blocks = []
@@ -99,13 +98,8 @@ def _assemble(
 
 
 def _init(net: nn.Module, zero_init_residual: bool) -> None:
-    """He (fan-out) init for convs, unit BN: the torchvision ResNet recipe."""
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    """He init (the torchvision ResNet recipe), optionally zeroing each residual branch's last BN."""
+    he_init(net)
     if zero_init_residual:
         for m in net.modules():
             if isinstance(m, ResidualBlock):

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ddnn.errors import DdnnError
 from ddnn.models.dynamic import DynamicNet, SubNet
 from ddnn.models.norm import KeyedSequential
-from ddnn.models.plain import conv_bn_relu, empty_stem, init_plain, stage_keys
+from ddnn.models.common import check_widths, he_init
+from ddnn.models.plain import conv_bn_relu, empty_stem, stage_keys
 from ddnn.models.resnet import Family
 
 
@@ -25,9 +25,7 @@ def _build_vgg(family: str, hidden: Sequence[int]):
         bn: str = "private", shortcut: str = "conv", stem: str | None = None, zero_init_residual: bool = False,
     ) -> DynamicNet:
         full = subnets[0].blocks
-        if len(widths) != len(full):
-            raise DdnnError(f"model.widths has {len(widths)} entries but the net has {len(full)} stages; "
-                            "give one width per stage")
+        check_widths(widths, full)
         stages, cin = [], in_channels
         for s, (n, width) in enumerate(zip(full, widths)):
             blocks = []
@@ -42,7 +40,7 @@ def _build_vgg(family: str, hidden: Sequence[int]):
             layers += [nn.Linear(features, h), nn.ReLU(inplace=True)]
             features = h
         layers.append(nn.Linear(features, num_classes))
-        return init_plain(DynamicNet(empty_stem(), stages, nn.Sequential(*layers), subnets, family))
+        return he_init(DynamicNet(empty_stem(), stages, nn.Sequential(*layers), subnets, family))
 
     build.__doc__ = f"VGG with FC {'-'.join(map(str, hidden))}-classes."
     return build
