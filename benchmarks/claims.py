@@ -13,12 +13,15 @@ Writes claims.json and claims.md (mean ± sample std per net and paired differen
 `individual`, seed by seed) into --out and prints the Markdown.
 
 Usage: python benchmarks/claims.py [--settings narrow,small-data] [--variants ...] [--seeds 0,1,2]
+                                  [--jobs 2 --threads 1]  (two runs at once on a 2-core machine)
 """
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from ddnn.config import load_config
@@ -30,6 +33,13 @@ VARIANTS = {
     "kl": ["method=ekd", "method.beta=0"],
     "att": ["method=ekd", "method.alpha=0"],
     "ekd": ["method=ekd"],
+    # issue 8's remedies (see RESULTS.md "Making EKD earn its place")
+    "ce-balanced": ["method=ddnn", "method.reduce=balanced"],
+    "kl-balanced": ["method=ekd", "method.beta=0", "method.reduce=balanced"],
+    "kl-mean": ["method=ekd", "method.beta=0", "method.reduce=mean"],
+    "kl-lr0.2": ["method=ekd", "method.beta=0", "optim.lr=0.2"],
+    "kl-only": ["method=ekd", "method.beta=0", "method.sub_ce=0"],  # in-place distillation
+    "kl-half-ce": ["method=ekd", "method.beta=0", "method.sub_ce=0.5"],
 }
 
 # name -> (overrides on the default config, what it changes)
@@ -42,12 +52,12 @@ SETTINGS = {
 }
 
 
-def run_one(setting: str, variant: str, seed: int, out: Path) -> dict:
+def run_one(setting: str, variant: str, seed: int, out: Path, threads: int = 0) -> dict:
     folder = out / setting / variant / f"seed{seed}"
     if (folder / "results.json").is_file():
         return json.loads((folder / "results.json").read_text())
     cfg = load_config(None, [f"name=claims-{setting}-{variant}", f"train.seed={seed}", "runtime.progress=false",
-                             *SETTINGS[setting][0], *VARIANTS[variant]])
+                             f"runtime.threads={threads}", *SETTINGS[setting][0], *VARIANTS[variant]])
     return train(cfg, folder, log=lambda *_: None, resume=True)  # an interrupted run continues
 
 
@@ -87,19 +97,27 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default="runs/claims")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each on --threads torch threads")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     args = parser.parse_args()
     out, seeds = Path(args.out), [int(s) for s in args.seeds.split(",")]
+    tasks = [(setting, variant, seed) for setting in args.settings.split(",")
+             for variant in args.variants.split(",") for seed in seeds]
+    results: dict[tuple, dict] = {}
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        started = {pool.submit(run_one, *task, out, args.threads): (task, time.perf_counter()) for task in tasks}
+        for future in as_completed(started):
+            (setting, variant, seed), t0 = started[future]
+            res = results[(setting, variant, seed)] = future.result()
+            print(f"{setting} {variant} seed {seed}: " + " ".join(
+                f"{n} {v['top1']:.1f}" for n, v in res["nets"].items()) + f" ({time.perf_counter() - t0:.0f}s)",
+                flush=True)
     report, everything = [], {}
     for setting in args.settings.split(","):
         runs: dict[str, dict[int, dict]] = {}
         for variant in args.variants.split(","):
             for seed in seeds:
-                t0 = time.perf_counter()
-                res = run_one(setting, variant, seed, out)
-                runs.setdefault(variant, {})[seed] = res
-                print(f"{setting} {variant} seed {seed}: " + " ".join(
-                    f"{n} {v['top1']:.1f}" for n, v in res["nets"].items()) + f" ({time.perf_counter() - t0:.0f}s)",
-                    flush=True)
+                runs.setdefault(variant, {})[seed] = results[(setting, variant, seed)]
         everything[setting] = runs
         report += summarize(setting, runs)
     (out / "claims.json").write_text(json.dumps(everything, indent=1))

@@ -102,3 +102,37 @@ def test_individual_nets_share_nothing_and_train_independently():
     losses["ce.resnet14"].backward()
     assert all(p.grad is None for p in method.models["resnet8"].parameters())
     assert any(p.grad is not None for p in method.models["resnet14"].parameters())
+
+
+def test_balanced_reduction_divides_each_gradient_by_the_nets_that_use_it():
+    """resnet14 holding resnet8 (blocks [2,2,2] and [1,1,1]): the stem, the first block of each stage and
+    the head run in both nets (gradient / 2); the second blocks and each net's private BN in one (/ 1)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 5, (6,))
+    grads = {}
+    for reduce in ("sum", "balanced"):
+        method = EmbeddedKD(tiny_ddnn(), alpha=1.0, beta=1.0, reduce=reduce)
+        losses, _ = method.forward_train(x, y)
+        sum(losses.values()).backward()
+        grads[reduce] = {k: p.grad.clone() for k, p in method.named_parameters() if p.grad is not None}
+    shared = [k for k in grads["sum"] if k.startswith(("model.stem.0.", "model.stages.0.0.body.0.", "model.head."))]
+    alone = [k for k in grads["sum"] if k.startswith("model.stages.2.1.body.0.")]
+    assert shared and alone
+    for k in shared:
+        torch.testing.assert_close(grads["balanced"][k], grads["sum"][k] / 2)
+    for k in alone:
+        torch.testing.assert_close(grads["balanced"][k], grads["sum"][k])
+    private_bn = [k for k in grads["sum"] if ".norms." in k]
+    assert private_bn and all(torch.equal(grads["balanced"][k], grads["sum"][k]) for k in private_bn)
+
+
+def test_sub_ce_weight_scales_or_drops_the_sub_nets_cross_entropy():
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 5, (6,))
+    model = tiny_ddnn()
+    full, _ = EmbeddedKD(model, sub_ce=1.0).forward_train(x, y)
+    half, _ = EmbeddedKD(model, sub_ce=0.5).forward_train(x, y)
+    none, _ = EmbeddedKD(model, sub_ce=0.0).forward_train(x, y)
+    torch.testing.assert_close(half["ce.resnet8"], 0.5 * full["ce.resnet8"])
+    torch.testing.assert_close(half["ce.resnet14"], full["ce.resnet14"])  # the full net keeps its CE
+    assert "ce.resnet8" not in none and set(none) == {"ce.resnet14", "kl.resnet8", "att.resnet8"}

@@ -96,7 +96,8 @@ class MethodConfig:
     attention: Literal["zsum", "at"] = "zsum"
     stages: list[int] | None = None  # stage indices matched by attention (null: all)
     detach_teacher: bool = True
-    reduce: Literal["sum", "mean"] = "sum"  # combine the nets' losses by sum (paper) or mean over nets
+    sub_ce: float = 1.0  # weight of each sub-net's CE (0: sub-nets learn only from the full net's posteriors)
+    reduce: Literal["sum", "mean", "balanced"] = "sum"  # sum (paper), mean over nets, or balanced: each weight's gradient / nets using it
     online: OnlineConfig = field(default_factory=OnlineConfig)
     kd: KDConfig = field(default_factory=KDConfig)
 
@@ -315,6 +316,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.synthetic.channels": (lambda v: v >= 1, "an integer >= 1"),
     "data.synthetic.classes": (lambda v: v >= 2, "an integer >= 2"),
     "method.temperature": (lambda v: v > 0, "a number > 0"),
+    "method.sub_ce": (lambda v: v >= 0, "a number >= 0"),
     "method.online.students": (lambda v: v >= 2, "an integer >= 2"),
     "method.online.temperature": (lambda v: v > 0, "a number > 0"),
     "model.cheap_groups": (lambda v: v >= 1, "an integer >= 1"),

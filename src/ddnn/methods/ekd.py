@@ -30,6 +30,7 @@ class EmbeddedKD(Method):
         stages: Sequence[int] | None = None,
         detach_teacher: bool = True,
         reduce: str = "sum",
+        sub_ce: float = 1.0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -40,12 +41,26 @@ class EmbeddedKD(Method):
         if any(not 0 <= s < n_stages for s in self.stages):
             raise DdnnError(f"method.stages {self.stages} must be stage indices 0..{n_stages - 1}")
         self.detach_teacher = detach_teacher
+        self.sub_ce = sub_ce  # 0: sub-nets learn from the full net's posteriors only (in-place distillation)
         # "mean" divides every term by the number of nets, so the shared weights get one net's
-        # worth of gradient scale instead of M+1 times it.
+        # worth of gradient scale instead of M+1 times it. "balanced" divides each parameter's
+        # gradient by the number of nets that run it: every weight then moves as in one net's training.
         self.scale = 1.0 / len(model.subnets) if reduce == "mean" else 1.0
+        if reduce == "balanced":
+            self._balance_gradients()
 
     def nets(self) -> dict[str, SubNet]:
         return dict(self.model.subnets)
+
+    def _balance_gradients(self) -> None:
+        users: dict[int, int] = {}
+        for sub in self.model.subnets.values():
+            for param in self.model._plan(sub).parameters():
+                users[id(param)] = users.get(id(param), 0) + 1
+        for param in self.model.parameters():
+            n = users.get(id(param), 1)
+            if n > 1:
+                param.register_hook(lambda grad, n=n: grad / n)
 
     def forward_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         want_features = self.beta != 0
@@ -62,7 +77,8 @@ class EmbeddedKD(Method):
             out = self.model(x, sub, features=want_features)
             s_logits = out.logits if want_features else out
             logits[sub.name] = s_logits
-            losses[f"ce.{sub.name}"] = F.cross_entropy(s_logits, y)
+            if self.sub_ce != 0:
+                losses[f"ce.{sub.name}"] = self.sub_ce * F.cross_entropy(s_logits, y)
             if self.alpha != 0:
                 losses[f"kl.{sub.name}"] = self.alpha * kl_distill(t_logits, s_logits, self.temperature)
             if self.beta != 0:
@@ -89,6 +105,7 @@ def build_ekd(cfg, make_model: ModelFactory) -> EmbeddedKD:
     return EmbeddedKD(
         make_model(), alpha=cfg.alpha, beta=cfg.beta, temperature=cfg.temperature,
         attention=cfg.attention, stages=cfg.stages, detach_teacher=cfg.detach_teacher, reduce=cfg.reduce,
+        sub_ce=cfg.sub_ce,
     )
 
 
