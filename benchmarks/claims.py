@@ -40,6 +40,8 @@ VARIANTS = {
     "kl-lr0.2": ["method=ekd", "method.beta=0", "optim.lr=0.2"],
     "kl-only": ["method=ekd", "method.beta=0", "method.sub_ce=0"],  # in-place distillation
     "kl-half-ce": ["method=ekd", "method.beta=0", "method.sub_ce=0.5"],
+    "individual-lr0.2": ["method=individual", "optim.lr=0.2"],
+    "kl-only-lr0.2": ["method=ekd", "method.beta=0", "method.sub_ce=0", "optim.lr=0.2"],
 }
 
 # name -> (overrides on the default config, what it changes)
