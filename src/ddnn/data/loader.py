@@ -59,13 +59,14 @@ def batches(
     n = len(split)
     gen = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    on_disk = hasattr(split.images, "augmented")
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        if gen is not None and hasattr(split.images, "augmented"):  # files: per-image random-resized crops
+        if gen is not None and on_disk:  # files: per-image random-resized crops while decoding
             images = split.images.augmented(idx, gen, "crop" in augment, "flip" in augment)
         else:
             images = split.images[idx]
-        if gen is not None and not hasattr(split.images, "augmented"):
+        if gen is not None and not on_disk:
             if "crop" in augment and crop_padding > 0:
                 images = random_crop(images, crop_padding, gen)
             if "flip" in augment:

@@ -122,9 +122,9 @@ class Pipeline:
 def run_pipeline(ref: str, overrides: list[str], out: Path, seeds: list[int] | None = None, log=None) -> list[dict]:
     """Train every stage in order into `out`; returns the results of every run (finished ones reused)."""
     from ddnn.engine.setup import check_config
-    from ddnn.engine.trainer import train
+    from ddnn.engine.trainer import print_line, train
 
-    log = log or (lambda line: print(line, flush=True))
+    log = log or print_line
     pipe = Pipeline(ref, overrides)
     for stage in pipe.stages:
         check_config(stage["cfg"])

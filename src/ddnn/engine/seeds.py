@@ -34,9 +34,9 @@ def train_seeds(cfg: Config, out: Path, log=None, resume: bool = False) -> dict:
     from ddnn.deploy.report import build_report
     from ddnn.engine.distributed import process_rank
     from ddnn.engine.resume import checkpoint_config
-    from ddnn.engine.trainer import check_out_dir, train
+    from ddnn.engine.trainer import check_out_dir, print_line, train
 
-    log = log or (lambda line: print(line, flush=True))
+    log = log or print_line
     check_config(cfg)
     out = Path(out)
     saved = out / SEEDS_CONFIG

@@ -34,6 +34,11 @@ from ddnn.errors import DdnnError
 from ddnn.methods import Method
 
 
+def print_line(line: str) -> None:
+    """The default log: flushed, so progress shows in pipes and log files."""
+    print(line, flush=True)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -97,7 +102,7 @@ class Trainer:
         if self.world.distributed and self.runtime.device.type == "cuda":
             self.runtime = dataclasses.replace(self.runtime, device=torch.device("cuda", self.world.local_rank))
             torch.cuda.set_device(self.runtime.device)
-        say = log or (lambda line: print(line, flush=True))  # flushed: progress shows in pipes and logs
+        say = log or print_line
         self.log = say if self.world.is_main else (lambda line: None)
         if resume is None and not (restart and can_start_fresh(self.out)):
             check_out_dir(self.out)
@@ -259,16 +264,17 @@ class Trainer:
             self.epoch = epoch
             self.history.append(record)
             score = self._score(evaluated)
+            improved = score > self.best_score
+            if improved:
+                self.best_score, self.best_epoch = score, epoch
             if self.world.is_main:
-                if score > self.best_score:
-                    self.best_score, self.best_epoch = score, epoch
-                    save_checkpoint(self._checkpoint(), self.out / "best.pt")
-                save_checkpoint(self._checkpoint(), self.out / "last.pt")
+                ckpt = self._checkpoint()  # one snapshot for both files
+                if improved:
+                    save_checkpoint(ckpt, self.out / "best.pt")
+                save_checkpoint(ckpt, self.out / "last.pt")
                 with open(self.out / "metrics.jsonl", "a") as metrics:
                     metrics.write(json.dumps(record) + "\n")
                 self._log_epoch(record, evaluated)
-            elif score > self.best_score:
-                self.best_score, self.best_epoch = score, epoch
         seconds = sum(r["seconds"] for r in self.history)
         results = self.finish(self.best_epoch, seconds) if self.world.is_main else {}
         self.world.barrier()  # the other processes wait for the final evaluation before they exit
@@ -346,7 +352,7 @@ def train(cfg: Config | None, out: Path, log=None, resume: bool = False) -> dict
         return train_seeds(cfg, out, log, resume)
     if not resume:
         return Trainer(cfg, out, log).fit()
-    say = log or (lambda line: print(line, flush=True))
+    say = log or print_line
     ckpt = find_last(Path(out), say)
     if ckpt is None:
         if cfg is None:
