@@ -117,7 +117,8 @@ def test_yaml_file(tmp_path):
     # everything else is the default
     want = Config(name="my-exp")
     want.optim = OptimConfig(lr=0.05, nesterov=True)
-    want.model = ModelConfig(name="resnet32", subnets=["resnet20", [1, 1, 1]], zero_init_residual=True)
+    want.model = ModelConfig(name="resnet32", subnets=["resnet20", [1, 1, 1]], zero_init_residual=True,
+                             head="private")  # `auto` is resolved when read: private classifiers for ekd
     want.data = DataConfig(augment=["crop", "flip"], synthetic=SyntheticConfig(classes=4))
     want.runtime = RuntimeConfig(progress=False)
     want.train.epochs = 3
@@ -135,7 +136,7 @@ def test_yaml_file(tmp_path):
     # an empty file is all defaults
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing\n")
-    assert load_config(str(empty)) == Config(name="empty")
+    assert load_config(str(empty)) == Config(name="empty", model=ModelConfig(head="private"))
 
 
 def test_yaml_file_section_mapping_checked(tmp_path):
@@ -366,3 +367,27 @@ def test_numbers_at_the_edge_of_their_range_are_accepted():
     cfg = load_config(None, ["data.val_fraction=0", "data.train_limit=1", "data.crop_padding=0", "optim.momentum=0",
                              "optim.weight_decay=0", "schedule.warmup_epochs=0", "train.epochs=1", "runtime.threads=0"])
     assert cfg.data.val_fraction == 0 and cfg.data.train_limit == 1 and cfg.train.epochs == 1
+
+
+def test_ekd_paper_preset_starts_from_the_papers_values():
+    from ddnn.config import EKD_PAPER
+
+    cfg = load_config(None, ["method=ekd-paper", "method.temperature=3"])
+    assert cfg.method.name == "ekd-paper" and cfg.model.head == "shared"  # the paper shares the classifier
+    assert {k: getattr(cfg.method, k) for k in EKD_PAPER} == EKD_PAPER
+    # keys given after the preset still apply, and an explicit head is kept
+    cfg = load_config(None, ["method=ekd-paper", "method.temperature=4", "model.head=private"])
+    assert cfg.method.temperature == 4 and cfg.method.alpha == 1.0 and cfg.model.head == "private"
+    # ddnn's own recipe is the plain `ekd` default, with private classifiers
+    ours = load_config(None, ["method=ekd"])
+    assert ours.model.head == "private" and ours.method.name == "ekd"
+
+
+def test_a_saved_config_from_before_a_key_existed_keeps_what_that_run_did():
+    from ddnn.config import saved_config, to_dict
+
+    old = to_dict(load_config(None, []))
+    del old["model"]["head"], old["method"]["distill_warmup"], old["method"]["ensemble"]
+    cfg = saved_config(old)
+    assert cfg.model.head == "shared" and cfg.method.distill_warmup == 0 and cfg.method.ensemble == 0
+    assert saved_config(to_dict(load_config(None, []))) == load_config(None, [])  # a current one reads back as is

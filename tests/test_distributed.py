@@ -47,6 +47,9 @@ def test_two_processes_equal_one_without_batchnorm(tmp_path):
 METHOD_ARGS = {
     "ekd": ["method.name=ekd"],
     "individual": ["method.name=individual"],
+    # two of three sub-nets per step: some private BN gets no gradient in a step (DDP must allow it)
+    "ekd-sandwich": ["method.name=ekd", "method.sample=sandwich", "model.name=resnet20",
+                     "model.subnets=[resnet14,resnet8,[1,2,1]]"],
     "online": ["method.name=online", "method.online.students=2", "model.cheap=shift", "model.name=resnet8",
                "model.subnets=[]"],
 }
@@ -86,7 +89,9 @@ def test_cli_under_torchrun_matches_one_process(tmp_path, method, request):
     single = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     n = results["train_size"]
     for record in metrics:  # top-1 counted over all n training images, not one process's half
-        for top1 in record["train_top1"].values():
+        for net, top1 in record["train_top1"].items():
+            if method == "ekd-sandwich" and net in ("resnet14", "resnet8"):  # sampled: counted over its own steps
+                continue
             assert abs(top1 * n / 100 - round(top1 * n / 100)) < 1e-6
     loss_two, loss_one = (sum(r[0]["losses"].values()) for r in (metrics, single))
     assert loss_two == pytest.approx(loss_one, rel=0.03)

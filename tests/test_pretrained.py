@@ -115,6 +115,18 @@ def test_private_norm_gets_a_copy_per_subnet(tmp_path):
     assert norms["resnet18"].weight.data_ptr() != norms["resnet10"].weight.data_ptr()
 
 
+def test_private_classifiers_each_get_the_files_and_compute_torchvisions_net(tmp_path):
+    ref, path = _ref_file(tmp_path, "resnet34")
+    net = build_model("resnet34", num_classes=10, in_channels=3, subnets=["resnet18"], head="private")
+    assert init_from_torchvision(net, load_state_file(path)) == []
+    fcs = net.head[2].layers
+    assert fcs["resnet34"].weight.data_ptr() != fcs["resnet18"].weight.data_ptr()
+    net.eval()
+    with torch.no_grad():
+        _close(net(_x()), ref(_x()))
+        _close(net.extract("resnet18").eval()(_x()), _prefix_ref("resnet18", path)(_x()))
+
+
 def test_wrapped_and_dataparallel_files_unwrap(tmp_path):
     ref, _ = _ref_file(tmp_path, "resnet18")
     state = ref.state_dict()
@@ -338,7 +350,9 @@ def test_training_starts_from_the_file_and_records_its_hash(tiny_config, tmp_pat
     trainer = Trainer(cfg, tmp_path / "run", log=lines.append)
     net = trainer.method.model
     assert torch.equal(net.stem[0].weight.detach().contiguous(), ref.conv1.weight)
-    assert torch.equal(net.head[2].weight.detach(), ref.fc.weight)
+    heads = net.head[2].layers  # private classifiers (the ekd default): each starts as the file's
+    assert set(heads) == {"resnet18", "resnet10"}
+    assert all(torch.equal(fc.weight.detach(), ref.fc.weight) for fc in heads.values())
     assert any(line.startswith(f"init_from: {path} (sha256 ") for line in lines)
     results = trainer.fit()
     assert results["init_from"] == {"path": str(path), "sha256": sha256_of(path)}

@@ -61,6 +61,9 @@ class ModelConfig:
     init_from: str | None = None  # torchvision ResNet state_dict file (ImageNet-style families)
     cheap: Literal["depthwise", "group", "shift"] | None = None  # cheap convolutions in the blocks (models/cheap.py)
     cheap_groups: int = 4  # groups of `cheap: group`
+    # private: one classifier per sub-net (models/heads.py); auto: private, except for `ekd-paper` (shared,
+    # as the paper). Resolved when the config is read, so config.yaml holds shared or private.
+    head: Literal["auto", "shared", "private"] = "auto"
 
 
 @dataclass
@@ -87,6 +90,14 @@ class KDConfig:
     adapters: Literal["auto", "off"] = "auto"  # 1x1 conv + BN on a teacher point whose width differs
 
 
+# EKD exactly as the paper states it (METHODS.md §1). `method=ekd-paper` starts from these values
+# instead of ddnn's recipe (the dataclass defaults below), for faithful comparisons; keys given in a
+# config file's method section or after it on the command line still apply.
+EKD_PAPER = {"alpha": 1.0, "beta": 1.0, "temperature": 3.0, "attention": "zsum", "stages": None,
+             "detach_teacher": True, "sub_ce": 1.0, "reduce": "sum", "distill_warmup": 0.0, "ensemble": 0.0,
+             "sample": "all", "shared_decay": "sum", "teacher": "full"}
+
+
 @dataclass
 class MethodConfig:
     name: str = "ekd"
@@ -98,8 +109,18 @@ class MethodConfig:
     detach_teacher: bool = True
     sub_ce: float = 1.0  # weight of each sub-net's CE (0: sub-nets learn only from the full net's posteriors)
     reduce: Literal["sum", "mean", "balanced"] = "sum"  # sum (paper), mean over nets, or balanced: each weight's gradient / nets using it
+    distill_warmup: float = 0.0  # epochs over which alpha and beta ramp linearly from 0 to their value
+    ensemble: float = 0.0  # gamma: weight of KL_T(mean posterior of all nets || full net), teacher detached
+    sample: Literal["all", "sandwich"] = "all"  # sub-nets per step: all, or the smallest + one random other
+    shared_decay: Literal["sum", "per_net"] = "sum"  # per_net: weight decay x the number of nets running a weight
+    teacher: Literal["full", "ensemble"] = "full"  # the sub-nets' KL target: the full net, or all nets' mean posterior
     online: OnlineConfig = field(default_factory=OnlineConfig)
     kd: KDConfig = field(default_factory=KDConfig)
+
+    @classmethod
+    def named(cls, name: str) -> "MethodConfig":
+        """The defaults a method section named `name` starts from."""
+        return cls(name=name, **EKD_PAPER) if name == "ekd-paper" else cls(name=name)
 
 
 @dataclass
@@ -226,7 +247,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
                 f"unknown config key '{prefix}{key}'{did_you_mean(str(key), names)}; "
                 f"allowed under '{prefix.rstrip('.') or 'the top level'}': {', '.join(names)}"
             )
-    obj = cls()
+    named = isinstance(data.get("name"), str) and hasattr(cls, "named")
+    obj = cls.named(data["name"]) if named else cls()  # a preset (`method: ekd-paper`) sets its own defaults
     for key, value in data.items():
         setattr(obj, key, _coerce(value, hints[key], prefix + key))
     return obj
@@ -317,6 +339,8 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.synthetic.classes": (lambda v: v >= 2, "an integer >= 2"),
     "method.temperature": (lambda v: v > 0, "a number > 0"),
     "method.sub_ce": (lambda v: v >= 0, "a number >= 0"),
+    "method.distill_warmup": (lambda v: v >= 0, "a number of epochs >= 0"),
+    "method.ensemble": (lambda v: v >= 0, "a number >= 0"),
     "method.online.students": (lambda v: v >= 2, "an integer >= 2"),
     "method.online.temperature": (lambda v: v > 0, "a number > 0"),
     "model.cheap_groups": (lambda v: v >= 1, "an integer >= 1"),
@@ -349,7 +373,25 @@ def _check_ranges(cfg: Config) -> None:
 def from_dict(data: dict[str, Any]) -> Config:
     cfg = _build(Config, data)
     _check_ranges(cfg)
+    if cfg.model.head == "auto":
+        cfg.model.head = "shared" if cfg.method.name == "ekd-paper" else "private"
     return cfg
+
+
+# Keys a ddnn before issue 8 did not write into a run's config, with the values that reproduce what it did.
+_BEFORE = {"model": {"head": "shared"},
+           "method": {"distill_warmup": 0.0, "ensemble": 0.0, "sample": "all", "shared_decay": "sum",
+                      "teacher": "full"}}
+
+
+def saved_config(data: dict[str, Any]) -> Config:
+    """The config a run saved (config.yaml, a checkpoint's "config"): every key was written then, so a
+    key missing here predates it and takes the value the run actually used, not today's default."""
+    data = {**data}
+    for section, keys in _BEFORE.items():
+        if isinstance(data.get(section), dict):
+            data[section] = {**keys, **data[section]}
+    return from_dict(data)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -4,7 +4,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddnn.config import Config, from_dict
+from ddnn.config import Config, saved_config
 from ddnn.data import Dataset, load_dataset
 from ddnn.engine.evaluation_cli import load_method
 from ddnn.engine.setup import InputSpec
@@ -58,4 +58,4 @@ def open_run(folder: Path, which: str = "best", calibrated: bool = True) -> Trai
     """The run in `folder` with its `which` checkpoint (best or last) loaded."""
     path = checkpoint_of(folder, which)
     method, ckpt = load_method(path, calibrated=calibrated)
-    return TrainedRun(Path(folder), path, method, ckpt, from_dict(ckpt["config"]), InputSpec.from_dict(ckpt["input"]))
+    return TrainedRun(Path(folder), path, method, ckpt, saved_config(ckpt["config"]), InputSpec.from_dict(ckpt["input"]))

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ddnn.config import from_dict
+from ddnn.config import saved_config
 from ddnn.data import Normalizer, load_dataset
 from ddnn.engine.checkpoint import load_checkpoint
 from ddnn.engine.evaluate import evaluate
@@ -22,7 +22,7 @@ def load_method(path: Path, calibrated: bool = True) -> tuple[Method, dict]:
     from ddnn.deploy.calibrate import apply_statistics
 
     ckpt = load_checkpoint(path)
-    cfg = from_dict(ckpt["config"])
+    cfg = saved_config(ckpt["config"])
     method = build_method(cfg, InputSpec.from_dict(ckpt["input"]))
     try:
         method.load_state_dict(ckpt["state"])
@@ -36,7 +36,7 @@ def load_method(path: Path, calibrated: bool = True) -> tuple[Method, dict]:
 
 def evaluate_checkpoint(path: Path, split: str = "test", log=print) -> dict:
     method, ckpt = load_method(path)
-    cfg = from_dict(ckpt["config"])
+    cfg = saved_config(ckpt["config"])
     spec = InputSpec.from_dict(ckpt["input"])
     data = spec.check(load_dataset(cfg.data))
     target = data.val if split == "val" else data.test

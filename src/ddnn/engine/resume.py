@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddnn.config import Config, from_dict, to_dict
+from ddnn.config import Config, saved_config, to_dict
 from ddnn.engine.checkpoint import load_checkpoint_or_previous, previous_of
 from ddnn.errors import DdnnError
 
@@ -93,7 +93,7 @@ def _first_difference(a: Any, b: Any, key: str = "") -> str | None:
 def checkpoint_config(ckpt: dict[str, Any], given: Config | None, out: Path) -> Config:
     """The run's own config, after checking that a config given on the command line agrees with it."""
     try:
-        saved = from_dict(ckpt["config"])
+        saved = saved_config(ckpt["config"])
     except (DdnnError, KeyError, TypeError) as err:
         raise DdnnError(f"the checkpoint in {out} holds a config this ddnn cannot read ({err}); "
                         "resume it with the ddnn version that started it") from None

@@ -123,10 +123,12 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.method, device_ids=ids)
+            self.model = DistributedDataParallel(self.method, device_ids=ids,
+                                                 find_unused_parameters=not self.method.uses_every_parameter)
         self.normalize = Normalizer(self.spec.mean, self.spec.std)
         self.steps_per_epoch = num_batches(self.data.train, cfg.data.batch_size)
-        self.optimizer = make_optimizer(self.method.parameters(), dataclasses.replace(cfg.optim, lr=cfg.distributed.lr))
+        self.optimizer = make_optimizer(self.method.parameter_groups(cfg.optim.weight_decay),
+                                        dataclasses.replace(cfg.optim, lr=cfg.distributed.lr))
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, cfg.train.epochs, self.steps_per_epoch)
         self.scaler = self.runtime.grad_scaler()
         self.select_split = "val" if self.data.val is not None else "test"
@@ -169,6 +171,7 @@ class Trainer:
         self.method.train()
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=rt.device))
         correct: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=rt.device))
+        counted: dict[str, int] = defaultdict(int)  # per net: a method may run only some nets per step
         seen = 0
         show = sys.stderr.isatty() if cfg.runtime.progress == "auto" else cfg.runtime.progress
         stream = batches(self.data.train, cfg.data.batch_size, self.normalize,
@@ -185,6 +188,7 @@ class Trainer:
                 part = world.slice(n_global)
                 x, y = x[part], y[part]
             x, y = rt.to_input(x), y.to(rt.device)
+            self.method.progress = epoch - 1 + step / self.steps_per_epoch
             self.optimizer.zero_grad(set_to_none=True)
             with self._gradient_sync():
                 with rt.autocast():
@@ -204,12 +208,16 @@ class Trainer:
                 sums[k] += v.detach().float() * len(y)
             for name, z in logits.items():
                 correct[name] += (z.detach().argmax(1) == y).sum()
+                counted[name] += len(y)
             seen += len(y)
+        n_sums, n_nets = len(sums), len(correct)
         totals = world.sum(torch.stack([*sums.values(), *correct.values(),
-                                        torch.tensor(float(seen), device=rt.device)]).float())
-        seen_all = totals[-1].item()
-        return {"lr": lr, "losses": {k: totals[i].item() / seen_all for i, k in enumerate(sums)},
-                "train_top1": {k: 100.0 * totals[len(sums) + i].item() / seen_all for i, k in enumerate(correct)}}
+                                        *(torch.tensor(float(counted[k]), device=rt.device) for k in correct),
+                                        torch.tensor(float(seen), device=rt.device)]).float()).tolist()
+        seen_all = totals[-1]
+        return {"lr": lr, "losses": {k: totals[i] / seen_all for i, k in enumerate(sums)},
+                "train_top1": {k: 100.0 * totals[n_sums + i] / totals[n_sums + n_nets + i]
+                               for i, k in enumerate(correct)}}
 
     @property
     def sync_by_hand(self) -> bool:
@@ -314,6 +322,7 @@ class Trainer:
             "selected_on": self.select_split, "best_epoch": best_epoch, "train_seconds": round(seconds, 2),
             "device": str(self.runtime.device), "precision": self.runtime.precision,
             "train_size": len(self.data.train), "test_size": len(self.data.test),
+            "val_size": 0 if self.data.val is None else len(self.data.val),
             "macs_note": MACS_NOTE, "total_params": count_params(self.method),
             "processes": self.world.size,
             "init_from": None if self.init_sha256 is None else {"path": self.cfg.model.init_from,
@@ -345,9 +354,9 @@ def train(cfg: Config | None, out: Path, log=None, resume: bool = False) -> dict
     from ddnn.engine.seeds import SEEDS_CONFIG, train_seeds
 
     if cfg is None and (Path(out) / SEEDS_CONFIG).is_file():
-        from ddnn.config import from_dict
+        from ddnn.config import saved_config
 
-        cfg = from_dict(yaml.safe_load((Path(out) / SEEDS_CONFIG).read_text()))
+        cfg = saved_config(yaml.safe_load((Path(out) / SEEDS_CONFIG).read_text()))
     if cfg is not None and cfg.seeds:
         return train_seeds(cfg, out, log, resume)
     if not resume:

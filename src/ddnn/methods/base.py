@@ -39,6 +39,10 @@ class Method(nn.Module):
         raise NotImplementedError
 
     # -- optional hooks of the training loop (the defaults are plain training) ------------------
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """The optimizer's parameter groups (a method may give some weights another decay)."""
+        return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
+
     def prepare_training(self, cfg, data, spec, runtime, log: Callable[[str], None]) -> None:
         """Called once by the trainer before the run folder exists (bad input then leaves nothing
         behind) and before the optimizer is built (so modules added here are trained)."""

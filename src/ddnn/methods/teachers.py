@@ -50,7 +50,7 @@ def checkpoint_path(ref: str, which: str) -> Path:
 def load_teacher(ref: str, kd, student_spec) -> tuple[Teacher, dict]:
     """A frozen Teacher and its description; a teacher that cannot teach this student is refused
     with a one-line DdnnError (missing, corrupt, not ddnn, other classes or input, other model)."""
-    from ddnn.config import from_dict
+    from ddnn.config import saved_config
     from ddnn.engine.checkpoint import sha256_of
     from ddnn.engine.evaluation_cli import load_method
     from ddnn.engine.setup import InputSpec
@@ -61,7 +61,7 @@ def load_teacher(ref: str, kd, student_spec) -> tuple[Teacher, dict]:
         method, ckpt = load_method(path)
     except DdnnError as err:
         raise DdnnError(f"teacher {ref}: {err}") from None
-    cfg, spec = from_dict(ckpt["config"]), InputSpec.from_dict(ckpt["input"])
+    cfg, spec = saved_config(ckpt["config"]), InputSpec.from_dict(ckpt["input"])
     if spec.num_classes != student_spec.num_classes:
         raise DdnnError(f"teacher {ref} predicts {spec.num_classes} classes but the student's data has "
                         f"{student_spec.num_classes}; distil only from a teacher trained on the same classes")

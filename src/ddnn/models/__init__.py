@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from ddnn.errors import DdnnError, did_you_mean
 from ddnn.models.cheap import cheapen
 from ddnn.models.dynamic import DynamicNet, Features, SubNet
+from ddnn.models.heads import private_head
 from ddnn.models import mobilenet, resnet, vgg
 from ddnn.models.resnet import Family
 from ddnn.registry import MODELS
@@ -74,7 +75,7 @@ class ModelBuilder:
     """Builds the configured DDNN, or a standalone net of one of its depths (for `individual`)."""
 
     def __init__(self, name: str, subnets: Sequence[str | Sequence[int]] = (), blocks: Sequence[int] | None = None,
-                 cheap: str | None = None, cheap_groups: int = 4, **options: object) -> None:
+                 cheap: str | None = None, cheap_groups: int = 4, head: str = "shared", **options: object) -> None:
         self.family, preset = family_of(name)
         full = tuple(blocks) if blocks else preset
         if full is None:
@@ -86,12 +87,14 @@ class ModelBuilder:
         self.subnets = resolve_subnets(self.family, full, subnets)
         self.options = {k: v for k, v in options.items() if v is not None}
         self.options["widths"] = tuple(self.options.get("widths") or self.family.widths)
-        self.cheap, self.cheap_groups = cheap, cheap_groups
+        self.cheap, self.cheap_groups, self.head = cheap, cheap_groups, head
 
     def __call__(self, subnet: SubNet | None = None, standard: bool = False) -> DynamicNet:
         """The configured net (or one depth of it); with `model.cheap` its blocks use cheap
         convolutions unless `standard` asks for the standard-convolution original."""
         net = self.family.build([subnet] if subnet else self.subnets, **self.options)
+        if self.head == "private" and len(net.subnets) > 1:
+            net = private_head(net)
         return net if standard or not self.cheap else cheapen(net, self.cheap, self.cheap_groups)
 
 
@@ -108,10 +111,11 @@ def build_model(
     zero_init_residual: bool = False,
     cheap: str | None = None,
     cheap_groups: int = 4,
+    head: str = "shared",
 ) -> DynamicNet:
     """Build a DDNN: `name` is a preset (resnet56) or a family (cifar_resnet, with `blocks`); `cheap`
     gives its blocks cheap convolutions (models/cheap.py)."""
     return ModelBuilder(
-        name, subnets, blocks, cheap, cheap_groups, num_classes=num_classes, in_channels=in_channels, widths=widths,
+        name, subnets, blocks, cheap, cheap_groups, head, num_classes=num_classes, in_channels=in_channels, widths=widths,
         bn=bn, shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual,
     )()

@@ -16,6 +16,7 @@ from torch import nn
 from ddnn.engine.checkpoint import read_torch_file, sha256_of
 from ddnn.errors import DdnnError
 from ddnn.models.dynamic import DynamicNet
+from ddnn.models.heads import PrivateLayer
 from ddnn.models.norm import PrivateNorm, SharedNorm
 
 FAMILIES = ("resnet_basic", "resnet_bottleneck")
@@ -82,10 +83,16 @@ def _layout(net: DynamicNet) -> list[tuple[str, str, list[torch.Tensor]]]:
                 conv_bn(conv, f"{tv}.conv{j}", norm, f"{tv}.bn{j}")
             if block.shortcut is not None:
                 conv_bn(block.shortcut[0], f"{tv}.downsample.0", block.shortcut[1], f"{tv}.downsample.1")
-    fc = net.head[2]
-    out.append(("fc.weight", f"{names[id(fc)]}.weight", [fc.weight]))
-    out.append(("fc.bias", f"{names[id(fc)]}.bias", [fc.bias]))
+    fcs = _classifiers(net)  # every private classifier gets the file's, as every private BN does
+    out.append(("fc.weight", f"{names[id(fcs[0])]}.weight", [fc.weight for fc in fcs]))
+    out.append(("fc.bias", f"{names[id(fcs[0])]}.bias", [fc.bias for fc in fcs]))
     return out
+
+
+def _classifiers(net: DynamicNet) -> list[nn.Linear]:
+    """The head's linear layer: the shared one, or every sub-net's private copy."""
+    fc = net.head[2]
+    return list(fc.layers.values()) if isinstance(fc, PrivateLayer) else [fc]
 
 
 def _file_blocks(state: Mapping[str, torch.Tensor]) -> tuple[int, ...]:
@@ -135,7 +142,7 @@ def init_from_torchvision(
             "use the model of the file's depth (its sub-nets take the prefix blocks) or a file of this depth"
         )
     layout = _layout(net)
-    fc_file, fc_net = state.get("fc.weight"), net.head[2].weight
+    fc_file, fc_net = state.get("fc.weight"), _classifiers(net)[0].weight
     head_differs = (fc_file is not None and fc_file.dim() == 2 and fc_file.shape[1] == fc_net.shape[1]
                     and fc_file.shape[0] != fc_net.shape[0])
     notes = []
