@@ -8,7 +8,7 @@ import yaml
 
 import ddnn.config as config_module
 from ddnn.config import (
-    Config, DataConfig, ModelConfig, OptimConfig, RuntimeConfig, SyntheticConfig, bundled_configs, find_config,
+    Config, DataConfig, MethodConfig, ModelConfig, OptimConfig, RuntimeConfig, SyntheticConfig, bundled_configs, find_config,
     from_dict, load_config, to_dict,
 )
 from ddnn.errors import DdnnError
@@ -35,13 +35,18 @@ def test_no_config_is_the_bundled_default_run():
     assert cfg.train.epochs == 12 and cfg.data.batch_size == 64 and cfg.method.temperature == 1.0
 
 
-def test_dataclass_defaults_are_the_papers():
+def test_dataclass_defaults_are_ddnns_recipe_and_the_preset_the_papers():
     cfg = Config()
     assert cfg.name == "default"
     assert cfg.data.name == "mnist5k" and cfg.model.name == "resnet56" and cfg.method.name == "ekd"
     assert cfg.model.subnets == ["resnet44", "resnet32", "resnet20"]
-    assert (cfg.method.alpha, cfg.method.beta, cfg.method.temperature) == (1.0, 1.0, 3.0)
-    assert cfg.method.attention == "zsum" and cfg.method.detach_teacher
+    # ddnn's EKD recipe (issue 8): KL at T = 1 from the detached full net, no attention term
+    assert (cfg.method.alpha, cfg.method.beta, cfg.method.temperature) == (1.0, 0.0, 1.0)
+    assert cfg.method.attention == "zsum" and cfg.method.detach_teacher and cfg.model.head == "auto"
+    # the paper's (METHODS.md §1)
+    paper = MethodConfig.named("ekd-paper")
+    assert (paper.alpha, paper.beta, paper.temperature, paper.attention, paper.stages) == (1.0, 1.0, 3.0, "zsum", None)
+    assert paper.detach_teacher and paper.reduce == "sum" and paper.sub_ce == 1.0
     # mutable defaults are not shared between instances
     a, b = Config(), Config()
     a.data.augment.append("flip")

@@ -15,6 +15,13 @@ class Method(nn.Module):
     """A training objective with one job: given a batch, return the named loss terms and the
     logits of every net it trains. The trainer sums the terms, steps, and logs each by name."""
 
+    # Epochs of training done before the current step, fractional (2.5 = half-way through epoch 3).
+    # The trainer sets it before every step, so schedules inside a method (a distillation warm-up)
+    # follow the run and resume exactly without state of their own.
+    progress: float = 0.0
+    # False when a step may leave some parameters without a gradient (DDP must then look for them).
+    uses_every_parameter: bool = True
+
     def forward_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         raise NotImplementedError
 
