@@ -133,6 +133,34 @@ def test_interrupted_run_resumes_exactly_in_process(tiny_config, tmp_path, monke
         train(tiny_config("train.epochs=3", "optim.lr=0.1"), out, log=lambda *_: None, resume=True)
 
 
+def test_killed_between_best_and_last_of_epoch_1_starts_afresh(tiny_config, tmp_path, monkeypatch):
+    """Epoch 1 saves best.pt, then dies while staging last.pt: `--resume auto` redoes the run from the
+    start (the same weights as a whole run) instead of calling the folder someone else's."""
+    import ddnn.engine.trainer as trainer_module
+
+    whole = train(tiny_config("train.epochs=2"), tmp_path / "whole", log=lambda *_: None)
+    out = tmp_path / "run"
+    real_save = trainer_module.save_checkpoint
+
+    def die_at_last(ckpt, path):
+        if path.name == "last.pt":
+            (path.parent / ".last.pt.staged").write_bytes(b"half a checkpoint")
+            raise KeyboardInterrupt
+        real_save(ckpt, path)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", die_at_last)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config("train.epochs=2"), out, log=lambda *_: None)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    assert sorted(p.name for p in out.iterdir()) == [".last.pt.staged", "best.pt", "config.yaml", "metrics.jsonl"]
+
+    resumed = train(tiny_config("train.epochs=2"), out, log=lambda *_: None, resume=True)
+    assert resumed["nets"] == whole["nets"]
+    a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(out / "last.pt")
+    assert all(torch.equal(v, b["state"][k]) for k, v in a["state"].items())
+    assert not (out / ".last.pt.staged").exists()
+
+
 def test_resume_errors(tmp_path, tiny_config):
     with pytest.raises(DdnnError, match="holds no last.pt to resume"):
         train(None, tmp_path, log=lambda *_: None, resume=True)

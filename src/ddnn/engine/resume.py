@@ -20,6 +20,9 @@ from ddnn.errors import DdnnError
 
 # What a run folder holds before its first checkpoint; a folder with only these can start afresh.
 STARTUP_FILES = {"config.yaml", "metrics.jsonl", "tensorboard"}
+# An epoch saves best.pt before last.pt: best copies with no last copy are from a first epoch killed
+# before its last.pt was in place, and starting afresh recomputes them bit for bit.
+FIRST_EPOCH_FILES = {"best.pt", "best.prev.pt"}
 
 
 def rng_state() -> dict[str, Any]:
@@ -63,12 +66,16 @@ def clean_partial_writes(out: Path) -> None:
 
 
 def can_start_fresh(out: Path) -> bool:
-    """True when `out` does not exist or holds only what a run writes before its first checkpoint."""
+    """True when `out` does not exist or holds only what a run writes before its first last.pt."""
     out = Path(out)
     if not out.exists():
         return True
-    return out.is_dir() and all(p.name in STARTUP_FILES or p.name.endswith((".tmp", ".staged"))
-                                for p in out.iterdir())
+    if not out.is_dir():
+        return False
+    names = {p.name for p in out.iterdir()}
+    if names & {"last.pt", "last.prev.pt"}:
+        return False
+    return all(name in STARTUP_FILES | FIRST_EPOCH_FILES or name.endswith((".tmp", ".staged")) for name in names)
 
 
 def _comparable(cfg: Config) -> dict[str, Any]:
