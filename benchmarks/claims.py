@@ -77,6 +77,8 @@ VARIANTS = {
     "kl-head-a05": ["method=ekd", "method.alpha=0.5"],
     "kl-head-ensteacher": ["method=ekd", "method.teacher=ensemble"],
     "kl-head-lr0.2": ["method=ekd", "optim.lr=0.2"],
+    "kl-head-lr0.05": ["method=ekd", "optim.lr=0.05"],
+    "individual-lr0.05": ["method=individual", "optim.lr=0.05"],
     "ekd-head": ["method=ekd", "method.beta=1"],
     "ekd-head-last": ["method=ekd", "method.beta=1", "method.stages=[2]"],
 }
@@ -212,12 +214,12 @@ def claim(setting: str, runs: dict[str, dict[int, dict]], variant: str = "ekd", 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", default="narrow,small-data")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--settings", default="long,small-long")
+    parser.add_argument("--variants", default="individual,ekd,ekd-paper")
+    parser.add_argument("--seeds", default="10,11,12,13,14")
     parser.add_argument("--out", default="runs/claims")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each on --threads torch threads")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once, each on --threads torch threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (0: torch's default)")
     parser.add_argument("--metric", choices=("test", "val", "pooled"), default="test")
     parser.add_argument("--baseline", default="individual", help="the variant paired differences are taken against")
     args = parser.parse_args()
