@@ -81,6 +81,7 @@ VARIANTS = {
     "individual-lr0.05": ["method=individual", "optim.lr=0.05"],
     "ekd-head": ["method=ekd", "method.beta=1"],
     "ekd-head-last": ["method=ekd", "method.beta=1", "method.stages=[2]"],
+    "ekd-head-at": ["method=ekd", "method.beta=1", "method.attention=at"],
 }
 
 # name -> (overrides on the default config, what it changes)
