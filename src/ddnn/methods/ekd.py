@@ -1,7 +1,8 @@
 """DDNN training: the full net and every configured sub-net in one shared weight set.
 
 `ekd` adds Embedded Knowledge Distillation, where the full net teaches each sub-net in every
-iteration (KL on posteriors + attention on stage features); `ddnn` is the same net with CE only.
+iteration: KL on posteriors by default, plus attention on stage features in `ekd-paper` (the paper's
+terms; issue 8 measured the attention term costing accuracy). `ddnn` is the same net with CE only.
 """
 
 import math
