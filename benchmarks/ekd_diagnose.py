@@ -43,15 +43,12 @@ def loss_group(term: str, full: str) -> str:
 def weights_by_users(model) -> dict[str, list[torch.nn.Parameter]]:
     """Convolution weights by the number of configured nets that run them ("convs4" = run by 4 nets),
     and the classifier's weights apart ("head4" when shared by 4 nets, "head1" when private)."""
-    users: dict[int, int] = defaultdict(int)
-    for sub in model.subnets.values():
-        for p in model._plan(sub).parameters():
-            users[id(p)] += 1
+    users = model.users()
     head = {id(p) for p in model.head.parameters()}
     groups: dict[str, list] = defaultdict(list)
     for p in model.parameters():
         if p.ndim >= 2:
-            groups[f"{'head' if id(p) in head else 'convs'}{users[id(p)]}"].append(p)
+            groups[f"{'head' if id(p) in head else 'convs'}{users.get(id(p), 0)}"].append(p)
     return dict(sorted(groups.items(), key=lambda kv: (kv[0].startswith("head"), -int(kv[0][-1]))))
 
 

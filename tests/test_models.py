@@ -504,3 +504,19 @@ def test_resnet18_macs_imagenet():
     macs = count_macs(static, (3, 224, 224))
     assert macs == _conv_linear_macs(static, (3, 224, 224))
     assert abs(macs - 1.82e9) / 1.82e9 < 0.01
+
+
+def test_users_counts_the_nets_that_run_each_parameter():
+    """ResNet-32 holding 20/14/8 (5/3/2/1 blocks per stage): the stem and each stage's first block run
+    in all 4 nets, the second block in 3, the third in 2, the fourth and fifth in the full net only; a
+    private BN or classifier in 1."""
+    net = build_model("resnet32", 10, 1, subnets=["resnet20", "resnet14", "resnet8"], widths=(4, 8, 16),
+                      head="private")
+    users = net.users()
+    assert {users[id(p)] for p in net.stem.parameters() if p.ndim == 4} == {4}
+    assert {users[id(p)] for p in net.stem.parameters() if p.ndim == 1} == {1}  # private BN: one net each
+    for stage in net.stages:
+        assert [{users[id(p)] for p in block.parameters() if p.ndim == 4} for block in stage] == \
+            [{4}, {3}, {2}, {1}, {1}]
+    assert {users[id(p)] for p in net.head.parameters()} == {1}
+    assert sum(users.values()) == sum(sum(1 for _ in net._plan(s).parameters()) for s in net.subnets.values())

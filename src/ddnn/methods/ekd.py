@@ -72,16 +72,8 @@ class EmbeddedKD(Method):
     def nets(self) -> dict[str, SubNet]:
         return dict(self.model.subnets)
 
-    def _users(self) -> dict[int, int]:
-        """id(parameter) -> the number of configured nets that run it."""
-        users: dict[int, int] = {}
-        for sub in self.model.subnets.values():
-            for param in self.model._plan(sub).parameters():
-                users[id(param)] = users.get(id(param), 0) + 1
-        return users
-
     def _balance_gradients(self) -> None:
-        users = self._users()
+        users = self.model.users()
         for param in self.model.parameters():
             n = users.get(id(param), 1)
             if n > 1:
@@ -92,7 +84,7 @@ class EmbeddedKD(Method):
         loss adds one decay term for n nets' losses, so each net alone would see 1/n of its decay."""
         if self.shared_decay == "sum":
             return super().parameter_groups(weight_decay)
-        users = self._users()
+        users = self.model.users()
         groups: dict[int, list] = {}
         for param in self.parameters():
             groups.setdefault(users.get(id(param), 1), []).append(param)

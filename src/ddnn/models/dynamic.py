@@ -128,6 +128,14 @@ class DynamicNet(nn.Module):
             plan = self._plans[net] = nn.Sequential(*layers)
         return plan
 
+    def users(self) -> dict[int, int]:
+        """id(parameter) -> how many configured sub-nets run it (a parameter no sub-net runs is absent)."""
+        counts: dict[int, int] = {}
+        for sub in self.subnets.values():
+            for param in self._plan(sub).parameters():
+                counts[id(param)] = counts.get(id(param), 0) + 1
+        return counts
+
     def _apply(self, fn, recurse=True):
         self._plans.clear()  # device/dtype moves may replace tensors; plans are rebuilt on demand
         return super()._apply(fn, recurse)
