@@ -131,6 +131,8 @@ ERROR_CASES = {
     "profile-bad-batch-sizes": Case(["profile", "--batch-sizes", "1,0"], ["--batch-sizes", "positive"]),
     "export-both": Case(["export", "--run", ".", "--subnet", "resnet8", "--all"], ["--subnet", "--all", "not both"]),
     "export-run-empty": Case(["export", "--run", ".", "--all"], ["best.pt", "ddnn train"]),
+    "export-switchable-one-net": Case(["export", "--run", ".", "--switchable", "--subnet", "resnet8"],
+                                      ["--switchable", "every depth", "leave out --subnet"]),
     "select-no-profile": Case(["select", "--run", ".", "--max-macs", "1e6"], ["profile.json", "ddnn profile --run"]),
     "calibrate-run-missing": Case(["calibrate", "--run", "/nonexistent"], ["/nonexistent", "does not exist"]),
     "report-run-missing": Case(["report", "/nonexistent"], ["/nonexistent"]),

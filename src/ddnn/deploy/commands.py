@@ -11,7 +11,7 @@ from ddnn.data import Normalizer, batches
 from ddnn.engine.checkpoint import save_checkpoint
 from ddnn.engine.evaluate import evaluate
 from ddnn.engine.runtime import Runtime
-from ddnn.engine.summary import markdown_table
+from ddnn.engine.summary import human, markdown_table
 from ddnn.errors import DdnnError
 
 CPU_FP32 = Runtime(torch.device("cpu"), None, False)
@@ -73,12 +73,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ddnn.deploy.export import SUFFIX, export_net
     from ddnn.deploy.run import open_run
 
+    switchable = getattr(args, "switchable", False)  # callers that build the namespace may leave it out
+    if switchable and (args.subnet or args.all):
+        raise DdnnError("--switchable holds every depth of the DDNN in one file; leave out --subnet and --all")
     if args.subnet and args.all:
         raise DdnnError("give --subnet NAME or --all, not both")
     if args.verify_images < 1:
         raise DdnnError("--verify-images must be >= 1")
+    fmt = args.format or ("both" if switchable else "torchscript")
+    formats = ["torchscript", "onnx"] if fmt == "both" else [fmt]
     run = open_run(Path(args.run), args.which)
     data = run.load_data()
+    if switchable:
+        return _export_switchable(args, run, data, formats)
     if args.all:
         names = list(run.method.nets())
     elif args.subnet:
@@ -86,17 +93,41 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         names = [_default_net(run, data)]
     images = data.test.images[: args.verify_images]
-    if args.out and not args.all:
-        targets = {names[0]: Path(args.out)}
+    if args.out and not args.all and len(formats) == 1:
+        targets = [(names[0], formats[0], Path(args.out))]
     else:
         folder = Path(args.out) if args.out else run.folder / "export"
-        targets = {name: folder / f"{name}{SUFFIX[args.format]}" for name in names}
-    for name, path in targets.items():
-        info = export_net(run, name, args.format, path, images)
-        print(f"{path}: {name} ({'-'.join(map(str, info['blocks']))}) as {args.format}, verified on "
+        targets = [(name, fmt, folder / f"{name}{SUFFIX[fmt]}") for fmt in formats for name in names]
+    for name, fmt, path in targets:
+        info = export_net(run, name, fmt, path, images)
+        print(f"{path}: {name} ({'-'.join(map(str, info['blocks']))}) as {fmt}, verified on "
               f"{info['verified']['images']} test images, max abs diff {info['verified']['max_abs_diff']:.2e} "
               f"(<= {info['verified']['tolerance']:g}); input float [0,1] NCHW {info['input']['shape'][1:]}, "
               f"normalisation included; description: {path}.json")
+    return 0
+
+
+def _export_switchable(args: argparse.Namespace, run, data, formats: list[str]) -> int:
+    from ddnn.deploy.export import SUFFIX
+    from ddnn.deploy.switchable import export_switchable, stem, switchable_net
+
+    switchable_net(run)  # refused before anything is evaluated
+    accuracy = _accuracy(run)
+    images = data.test.images[: args.verify_images]
+    if args.out and len(formats) == 1:
+        targets = {formats[0]: Path(args.out)}
+    else:
+        folder = Path(args.out) if args.out else run.folder / "export"
+        targets = {fmt: folder / f"{stem(run)}{SUFFIX[fmt]}" for fmt in formats}
+    for fmt, path in targets.items():
+        info = export_switchable(run, fmt, path, images, accuracy)
+        print(f"{path}: {len(info['depths'])} depths in one {fmt} file ({human(info['bytes'], binary=True)}B, "
+              f"{human(info['params_in_file'])} parameters), each verified on {info['verified']['images']} test images; "
+              f"input float [0,1] NCHW {info['input']['shape'][1:]} + depth index (int64); description: {path}.json")
+        for d in info["depths"]:
+            print(f"  depth {d['index']}: {d['name']} ({'-'.join(map(str, d['blocks']))}), max abs diff "
+                  f"{d['max_abs_diff']:.2e} (<= {info['verified']['tolerance']:g}), test top-1 {d['top1']:.2f} %, "
+                  f"{human(d['params'])} params, {human(d['macs'])} MACs")
     return 0
 
 
@@ -209,8 +240,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--subnet", help="net name (see the run's results table); default: the run's default net "
                    "(online: the best student on the val split), where the method has one")
     p.add_argument("--all", action="store_true", help="export every net")
-    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
-    p.add_argument("--out", help="file (one net) or folder (--all); default RUN/export/")
+    p.add_argument("--switchable", action="store_true",
+                   help="one file holding every depth of the DDNN, the depth chosen by an input (see ddnn.runtime)")
+    p.add_argument("--format", choices=["torchscript", "onnx", "both"],
+                   help="default torchscript, or both with --switchable")
+    p.add_argument("--out", help="file (one file written) or folder (--all, or both formats); default RUN/export/")
     p.add_argument("--verify-images", type=int, default=256, help="test images the file is checked on (default 256)")
     p.set_defaults(func=cmd_export)
 

@@ -35,7 +35,13 @@ class Normalized(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def _onnx_modules():
+def input_contract(spec) -> dict:
+    """What an exported file takes, as its `.json` records it."""
+    return {"shape": ["batch", *spec.shape], "dtype": "float32", "range": [0.0, 1.0], "normalization": "included",
+            "mean": list(spec.mean), "std": list(spec.std)}
+
+
+def require_onnx():
     try:
         import onnx  # noqa: F401
         import onnxruntime
@@ -63,7 +69,7 @@ def _run_file(fmt: str, path: Path, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
             return torch.jit.load(str(path), map_location="cpu")(images)
-    ort = _onnx_modules()
+    ort = require_onnx()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"image": images.numpy()})[0])
 
@@ -75,7 +81,7 @@ def export_net(run: TrainedRun, name: str, fmt: str, path: Path, images: torch.T
     Returns the export's description (also written beside the file as JSON).
     """
     if fmt == "onnx":
-        _onnx_modules()
+        require_onnx()
     run.check_net(name)
     method = run.method.float().cpu().eval()
     model = Normalized(method.extract(name).eval(), run.spec.mean, run.spec.std).eval()
@@ -102,8 +108,7 @@ def export_net(run: TrainedRun, name: str, fmt: str, path: Path, images: torch.T
     sub = run.method.nets()[name]
     info = {
         "net": name, "blocks": list(sub.blocks), "format": fmt, "file": path.name, "sha256": sha256_of(path),
-        "input": {"shape": ["batch", *run.spec.shape], "dtype": "float32", "range": [0.0, 1.0],
-                  "normalization": "included", "mean": list(run.spec.mean), "std": list(run.spec.std)},
+        "input": input_contract(run.spec),
         "output": {"logits": run.spec.num_classes},
         "verified": {"images": len(images), "max_abs_diff": diff, "tolerance": TOLERANCE},
         "source": {"checkpoint": str(run.checkpoint), "epoch": run.ckpt["epoch"],

@@ -128,6 +128,11 @@ class DynamicNet(nn.Module):
             plan = self._plans[net] = nn.Sequential(*layers)
         return plan
 
+    def plan(self, subnet: SubNet | str | None = None) -> nn.Sequential:
+        """The sub-net as the plain nn.Sequential `forward` runs, sharing this net's layers (unlike
+        `extract`): what lets one exported file hold every depth with each shared layer once."""
+        return self._plan(self.resolve(subnet))
+
     def users(self) -> dict[int, int]:
         """id(parameter) -> how many configured sub-nets run it (a parameter no sub-net runs is absent)."""
         counts: dict[int, int] = {}
