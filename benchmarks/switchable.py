@@ -8,8 +8,9 @@ all depths as one switchable file, in TorchScript and ONNX, into --out, then mea
 - latency per depth at each batch size: switchable (at that depth) over static, timed in turn in the same
   loop (`ddnn.deploy.latency.time_interleaved`), medians of --repeats calls per round; the ratio is the
   median over --rounds rounds (min-max beside it), in onnxruntime and in TorchScript;
-- switching: in one loaded switchable file, depths called in turn (0, 1, 2, ... call by call) against the
-  same depth called --repeats times in a row, per depth, interleaved by round, at batch 1; and
+- switching, at batch 1: in one loaded switchable file, the depths called in turn (0, 1, 2, ... call by
+  call) against each depth called --repeats times in a row; the same for the static files (one loaded
+  file per depth), the baseline: what calling other nets in between costs anyway (caches); and
   `ddnn.runtime` over a bare call of the same file (what the Python runtime adds).
 
 Prints Markdown and writes switchable.json into --out.
@@ -71,7 +72,7 @@ def opened(path: Path, fmt: str, threads: int):
     def call(x, d=None):
         with torch.no_grad():
             t = torch.from_numpy(x)
-            return module(t) if d is None else module(t, torch.tensor(d))
+            return module(t) if d is None else module(t, d)  # the TorchScript file takes an int
     return call
 
 
@@ -86,25 +87,29 @@ def ratios(fns_per_round, rounds: int, warmup: int, repeats: int) -> tuple[list[
     return out, statistics.median(base)
 
 
-def switching(call, depths: int, x: np.ndarray, rounds: int, repeats: int) -> list[tuple[float, float]]:
-    """Per depth (median ms called in turn with the other depths, median ms called `repeats` times in a row)."""
-    alternating: list[list[float]] = [[] for _ in range(depths)]
-    repeated: list[list[float]] = [[] for _ in range(depths)]
-    for d in range(depths):  # warm every depth up
-        for _ in range(5):
-            call(x, d)
-    for _ in range(rounds):
-        for _ in range(repeats):
-            for d in range(depths):
-                start = time.perf_counter()
-                call(x, d)
-                alternating[d].append(time.perf_counter() - start)
+def switching(calls, depths: int, x: np.ndarray, rounds: int, repeats: int) -> list[list[tuple[float, float]]]:
+    """For each `call(x, depth)` and depth: (median ms when the depths are called in turn, call by call;
+    median ms when that depth is called `repeats` times in a row). The calls take turns by round."""
+    alternating = [[[] for _ in range(depths)] for _ in calls]
+    repeated = [[[] for _ in range(depths)] for _ in calls]
+    for call in calls:  # warm every depth up
         for d in range(depths):
-            for _ in range(repeats):
-                start = time.perf_counter()
+            for _ in range(5):
                 call(x, d)
-                repeated[d].append(time.perf_counter() - start)
-    return [(statistics.median(a) * 1e3, statistics.median(r) * 1e3) for a, r in zip(alternating, repeated)]
+    for _ in range(rounds):
+        for k, call in enumerate(calls):
+            for _ in range(repeats):
+                for d in range(depths):
+                    start = time.perf_counter()
+                    call(x, d)
+                    alternating[k][d].append(time.perf_counter() - start)
+            for d in range(depths):
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    call(x, d)
+                    repeated[k][d].append(time.perf_counter() - start)
+    return [[(statistics.median(a) * 1e3, statistics.median(r) * 1e3) for a, r in zip(alternating[k], repeated[k])]
+            for k in range(len(calls))]
 
 
 def main() -> None:
@@ -168,20 +173,24 @@ def main() -> None:
                 print(f"| {fmt} | {name} | {b} | {base:.3f} | {statistics.median(rs):.3f} | "
                       f"{min(rs):.3f}-{max(rs):.3f} |")
 
-    print("\n| format | net | ms called in turn with the other depths | ms called repeatedly | in turn / repeated | "
-          "ddnn.runtime / bare call |")
-    print("|---|---|---|---|---|---|")
+    print("\n| format | net | switchable: ms in turn with the other depths | ms repeated | in turn / repeated | "
+          "static files: in turn / repeated | ddnn.runtime / bare call |")
+    print("|---|---|---|---|---|---|---|")
     x1 = rng.random((1, *run.spec.shape), dtype=np.float32)
     for fmt in FORMATS:
         call = opened(files[fmt]["switchable"], fmt, args.threads)
+        statics = [opened(files[fmt][n], fmt, args.threads) for n in names]
         loaded = runtime.load(files[fmt]["switchable"], calibrate=False, threads=args.threads)
-        for (name, (turn, same)) in zip(names, switching(call, len(names), x1, args.rounds, args.repeats)):
-            index = names.index(name)
+        switch, static = switching([call, lambda x, d: statics[d](x)], len(names), x1, args.rounds, args.repeats)
+        for index, name in enumerate(names):
             rs, _ = ratios([lambda _t: call(x1, index), lambda _t: loaded.run(x1, depth=index)], args.rounds,
                            args.warmup, args.repeats)
+            (turn, same), (static_turn, static_same) = switch[index], static[index]
             report["switching"].append({"format": fmt, "net": name, "in_turn_ms": turn, "repeated_ms": same,
+                                        "static_in_turn_ms": static_turn, "static_repeated_ms": static_same,
                                         "runtime_over_bare": rs})
-            print(f"| {fmt} | {name} | {turn:.3f} | {same:.3f} | {turn / same:.3f} | {statistics.median(rs):.3f} |")
+            print(f"| {fmt} | {name} | {turn:.3f} | {same:.3f} | {turn / same:.3f} | {static_turn / static_same:.3f} | "
+                  f"{statistics.median(rs):.3f} |")
     (out / "switchable.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten: {out / 'switchable.json'}")
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ddnn.deploy.export import Normalized
-from ddnn.deploy.switchable import Switchable, _inline_weight_aliases, depth_modules
+from ddnn.deploy.switchable import DepthAsTensor, Switchable, depth_modules, inline_weight_aliases
 from ddnn.models import build_model
 
 
@@ -72,7 +72,7 @@ def export(kind: str, module: nn.Module, path: Path) -> float:
                               dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
                               do_constant_folding=kind == "script+folding", **names)
             model = onnx.load(str(path))
-            _inline_weight_aliases(model.graph)
+            inline_weight_aliases(model.graph)
             onnx.save(model, str(path))
     return time.perf_counter() - start
 
@@ -106,7 +106,7 @@ def main() -> None:
     nets = depth_modules(net)
     from ddnn.deploy.cost import count_macs
 
-    kinds = {"script": Switchable(nets, [count_macs(n, (1, 32, 32)) for n in nets], [0.5], [0.25]).eval()}
+    kinds = {"script": DepthAsTensor(Switchable(nets, [count_macs(n, (1, 32, 32)) for n in nets], [0.5], [0.25])).eval()}
     kinds["script+folding"] = kinds["script"]
     try:
         import onnxscript  # noqa: F401

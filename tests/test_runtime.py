@@ -130,6 +130,8 @@ def test_bad_requests_are_refused_with_a_message():
         model.run(images(1), depth=4)
     with pytest.raises(SwitchableError, match=r"shape \(batch >= 1, 1, 4, 4\).*got shape \(2, 4, 4\)"):
         model.run(np.zeros((2, 4, 4)), depth=0)
+    with pytest.raises(SwitchableError, match="float32 NCHW array"):
+        model.run([["a"]], depth=0)
     with pytest.raises(SwitchableError, match="not both"):
         model.run(images(1), depth=0, budget_ms=1.0)
     with pytest.raises(SwitchableError, match="no latency measured"):

@@ -19,7 +19,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +54,10 @@ class Depth:
 class LatencyModel:
     """Expected ms of one depth per batch size: what calls at that size took, linear in between.
 
-    Not a line a + b*n: on a CPU the time per image changes with the batch size, up and down (the
-    default run's depths in benchmarks/RESULTS.md, "One switchable file"), so a line through two sizes
-    can misjudge a third by 2x. Below the smallest size measured, its time (an upper bound); beyond
-    the largest, that size's time per image.
+    Points rather than a line a + b*n: a line is right only where time grows linearly with the batch
+    (caches and thread pools make it bend), while the points are exact at every size measured or
+    served and learn a new size from its first call. Below the smallest size measured, its time (an
+    upper bound); beyond the largest, that size's time per image.
     """
 
     points: dict[int, float]  # batch size -> ms
@@ -109,7 +109,8 @@ class Result:
 
 
 class SwitchableModel:
-    """A loaded switchable file: its depths, their latency models, and `run`."""
+    """A loaded switchable file: its depths, their latency models, and `run`. One caller at a time:
+    `run` updates the latency models (a server serialises calls, or keeps one model per worker)."""
 
     def __init__(self, backend: Callable[[np.ndarray, int], np.ndarray], info: dict,
                  clock: Callable[[], float] = time.perf_counter) -> None:
@@ -136,7 +137,10 @@ class SwitchableModel:
                               + ", ".join(f"{d.index}={d.name}" for d in self.depths))
 
     def _images(self, images) -> np.ndarray:
-        x = np.ascontiguousarray(images, dtype=np.float32)
+        try:
+            x = np.ascontiguousarray(images, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise SwitchableError(f"images must be a float32 NCHW array ({err})") from None
         if x.ndim != 4 or x.shape[1:] != self.input_shape or len(x) == 0:
             raise SwitchableError(f"images must be float32 NCHW of shape (batch >= 1, {', '.join(map(str, self.input_shape))}) "
                                   f"with values in [0, 1], got shape {tuple(x.shape)}")
@@ -215,13 +219,13 @@ class OnnxBackend:
 @dataclass
 class TorchScriptBackend:
     module: object
-    meta: str | None = field(default=None)
+    meta: str | None = None
 
     def __call__(self, images: np.ndarray, index: int) -> np.ndarray:
         import torch
 
         with torch.no_grad():
-            return self.module(torch.from_numpy(images), torch.tensor(index, dtype=torch.int64)).numpy()
+            return self.module(torch.from_numpy(images), int(index)).numpy()
 
     def metadata(self) -> str | None:
         return self.meta

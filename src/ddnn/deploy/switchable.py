@@ -14,6 +14,7 @@ name, run back at every depth through `ddnn.runtime` on real test images and com
 DDNN's logits; one depth off by more than the tolerance and nothing is written.
 """
 
+import io
 import json
 import os
 import warnings
@@ -77,7 +78,7 @@ class _Last(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, depth: int) -> torch.Tensor:
         return self.net(x)
 
 
@@ -90,8 +91,8 @@ class _Pick(nn.Module):
         self.net = net
         self.rest = rest
 
-    def forward(self, x: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-        if bool(depth == self.index):
+    def forward(self, x: torch.Tensor, depth: int) -> torch.Tensor:
+        if depth == self.index:
             return self.net(x)
         return self.rest(x, depth)
 
@@ -108,8 +109,20 @@ class Switchable(nn.Module):
         self.normalize = export.Normalized(nn.Identity(), mean, std)
         self.depths = chain
 
-    def forward(self, image: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, depth: int) -> torch.Tensor:
         return self.depths(self.normalize(image), depth)
+
+
+class DepthAsTensor(nn.Module):
+    """The same with the depth as an int64 scalar tensor, as ONNX inputs are. (The TorchScript file
+    takes a plain int: comparing tensors cost its cheapest depths 2-3 % at batch 1.)"""
+
+    def __init__(self, switchable: Switchable) -> None:
+        super().__init__()
+        self.switchable = switchable
+
+    def forward(self, image: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        return self.switchable(image, int(depth))
 
 
 def describe(run: TrainedRun, net: DynamicNet, nets: list[nn.Module], accuracy: dict[str, dict]) -> dict:
@@ -125,7 +138,7 @@ def describe(run: TrainedRun, net: DynamicNet, nets: list[nn.Module], accuracy: 
             "ranked_by": "val_top1 where present, else top1 (test)"}
 
 
-def _inline_weight_aliases(graph) -> None:
+def inline_weight_aliases(graph) -> None:
     """Drop the exporter's `Identity(initializer)` nodes (one per extra module path to a shared weight)
     and let the branches read the initializer itself."""
     weights = {init.name for init in graph.initializer}
@@ -150,21 +163,26 @@ def _write(module: nn.Module, meta: dict, fmt: str, example: torch.Tensor, path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript and exporter deprecation notices
         try:
-            scripted = torch.jit.script(module)
+            scripted = torch.jit.script(module if fmt == "torchscript" else DepthAsTensor(module))
         except Exception as err:  # a layer TorchScript cannot compile
             raise DdnnError(f"the DDNN could not be scripted into a switchable file ({type(err).__name__}: "
                             f"{str(err).splitlines()[0][:160]}); export its depths one by one with --all") from None
         if fmt == "torchscript":
             torch.jit.save(scripted, str(path), _extra_files={f"{runtime.METADATA_KEY}.json": text})
             return
-        torch.onnx.export(scripted, (example, torch.tensor(0)), str(path), dynamo=False,
+        # the exporter rewrites the script's graphs in place, and later scripts of the same layers in this
+        # process would inherit that (a TorchScript file 0.37 MB bigger); it gets a private copy
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+        buffer.seek(0)
+        torch.onnx.export(torch.jit.load(buffer), (example, torch.tensor(0)), str(path), dynamo=False,
                           input_names=["image", "depth"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
                           do_constant_folding=False)
     import onnx
 
     model = onnx.load(str(path))
-    _inline_weight_aliases(model.graph)
+    inline_weight_aliases(model.graph)
     model.metadata_props.add(key=runtime.METADATA_KEY, value=text)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
