@@ -4,7 +4,7 @@ trained alone, and the full net against the full net trained alone, paired seed 
 Main variants (same recipe, epochs and seeds; only the objective changes; the full list in VARIANTS):
   individual  each depth trained alone (method=individual)
   ekd         ddnn's EKD recipe (method=ekd: KL from the detached full net at T = 1, private classifiers)
-  ekd-paper   the paper's EKD as METHODS.md §1 states it (method=ekd-paper)
+  ekd-paper   the paper's EKD as the paper states it (docs/methods.md) (method=ekd-paper)
   ddnn        the same DDNN with cross-entropy only (method=ddnn)
 
 Settings are recipes where depth matters (narrow nets, two training sizes and schedules). Every run
@@ -32,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from ddnn.config import load_config
-from ddnn.engine.trainer import train
+from ddnn.experiments import train
 
 # Every variant spells out what it changes from ddnn's EKD recipe (the defaults: `method=ekd` is KL
 # from the detached full net at T = 1, no attention term, private BN and private classifiers), so a
@@ -41,7 +41,7 @@ SHARED = "model.head=shared"  # the classifier shared by every net (the paper; d
 VARIANTS = {
     "individual": ["method=individual"],
     "ekd": ["method=ekd"],  # ddnn's recipe
-    "ekd-paper": ["method=ekd-paper"],  # METHODS.md §1 literally: T = 3, zsum attention on every stage, shared classifier
+    "ekd-paper": ["method=ekd-paper"],  # docs/methods.md, EKD, literally: T = 3, zsum attention on every stage, shared classifier
     "ddnn": ["method=ddnn"],  # CE only, private classifiers
     # the first round (claims tables before issue 8's second round): shared classifier, T = 1
     "ce": ["method=ddnn", SHARED],
@@ -134,7 +134,7 @@ def calibrated(folder: Path, results: dict) -> dict:
     """A shared-BN run is used after `ddnn calibrate` (per-net BN statistics from training images):
     its final weights' top-1 on test and val with calibrated statistics (kept in calibrated.json)."""
     from ddnn.cli import main
-    from ddnn.engine.checkpoint import load_checkpoint
+    from ddnn.checkpoint import load_checkpoint
 
     path = folder / "calibrated.json"
     if not path.is_file():

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from ddnn.config import load_config
-from ddnn.engine.trainer import train
+from ddnn.experiments import train
 
 BASE = ["model.subnets=[]", "data.train_limit=1000", "runtime.progress=false"]
 TEACHER = ["method=individual", "model.name=resnet20"]

@@ -15,7 +15,8 @@ import torch
 from ddnn.config import load_config
 from ddnn.engine.runtime import resolve_runtime
 from ddnn.engine.schedule import make_optimizer
-from ddnn.engine.setup import InputSpec, build_method
+from ddnn.data import InputSpec
+from ddnn.engine.setup import build_method
 
 CASES = {
     "ekd resnet56 (56/44/32/20)": ["model.name=resnet56", "model.subnets=[resnet44,resnet32,resnet20]"],

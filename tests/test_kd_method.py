@@ -29,7 +29,7 @@ def teacher(seed: int, widths=(8, 16, 16)) -> Teacher:
 def student_kd(teachers, **kd) -> OfflineKD:
     torch.manual_seed(10)
     method = OfflineKD(build_model("resnet8", 5, 3, subnets=[], widths=[4, 8, 8]), KDConfig(**kd))
-    method.attach(teachers, SPEC.shape)
+    method.attach(teachers)
     return method
 
 
@@ -90,7 +90,7 @@ def test_no_adapter_when_widths_match_and_off_refuses_a_mismatch():
 
 
 def manual_expectation(method: OfflineKD, rule, epoch):
-    """The combined gradient per tensor, written out from METHODS.md: g_task + f * g_gram."""
+    """The combined gradient per tensor, written out from docs/methods.md: g_task + f * g_gram."""
     x, y = batch()
     losses, _ = method.forward_train(x, y)
     params = [p for p in method.parameters() if p.requires_grad]

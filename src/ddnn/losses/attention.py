@@ -1,4 +1,4 @@
-"""Self-attention distillation on same-resolution feature maps (METHODS.md section 1).
+"""Self-attention distillation on same-resolution feature maps (docs/methods.md, EKD).
 
 Two kinds of attention map A and distance D:
 - `zsum`: A = channel sum of F, standardised per sample over H*W; D = mean squared error.

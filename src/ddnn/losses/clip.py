@@ -1,4 +1,4 @@
-"""Clipping the distillation gradient against the task gradient, per parameter tensor (METHODS.md §2).
+"""Clipping the distillation gradient against the task gradient, per parameter tensor (docs/methods.md, offline KD).
 
 `sskd` (default): g = g_task + min(1, sigmoid(e) * ||g_task|| / ||g_dist||) * g_dist.
 `literal`: the paper's eqs. (12)-(14) as printed: tau = ||g_task|| / ||g_dist||,

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from ddnn.errors import DdnnError, did_you_mean
 from ddnn.models.cheap import cheapen
-from ddnn.models.dynamic import DynamicNet, Features, SubNet
+from ddnn.models.dynamic import DynamicNet, FeatureInfo, Features, SubNet
 from ddnn.models.heads import private_head
 from ddnn.models import mobilenet, resnet, vgg
 from ddnn.models.resnet import Family
@@ -13,8 +13,8 @@ from ddnn.registry import MODELS
 # every model family, by name: ResNets, VGG and MobileNet
 FAMILIES: dict[str, Family] = {**resnet.FAMILIES, **vgg.FAMILIES, **mobilenet.FAMILIES}
 
-__all__ = ["FAMILIES", "DynamicNet", "Features", "ModelBuilder", "SubNet", "build_model", "cheapen", "family_of",
-           "resolve_subnets"]
+__all__ = ["FAMILIES", "DynamicNet", "FeatureInfo", "Features", "ModelBuilder", "SubNet", "build_model", "cheapen",
+           "family_of", "resolve_subnets"]
 
 
 def _register() -> None:
@@ -88,6 +88,10 @@ class ModelBuilder:
         self.options = {k: v for k, v in options.items() if v is not None}
         self.options["widths"] = tuple(self.options.get("widths") or self.family.widths)
         self.cheap, self.cheap_groups, self.head = cheap, cheap_groups, head
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.options["num_classes"])
 
     def __call__(self, subnet: SubNet | None = None, standard: bool = False) -> DynamicNet:
         """The configured net (or one depth of it); with `model.cheap` its blocks use cheap

@@ -1,4 +1,4 @@
-"""Cheap convolutions and the standard -> cheap transform (METHODS.md §3).
+"""Cheap convolutions and the standard -> cheap transform (docs/methods.md, online distillation).
 
 Each cheap convolution replaces one dense 3x3 convolution with the same input and output channels
 and stride (so the rest of the network is untouched):
