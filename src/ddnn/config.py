@@ -44,7 +44,8 @@ class DataConfig:
     crop_padding: int = 2
     image_size: int = 224  # imagefolder: side of the (random-resized or centre) crop
     resize: int | None = None  # imagefolder: shorter side before the centre crop at evaluation (null: size*256/224)
-    workers: int = 4  # imagefolder: threads decoding images
+    workers: int = 4  # imagefolder, smallfolder: threads decoding images
+    cache: bool = True  # smallfolder: keep the decoded images under $DDNN_CACHE (~/.cache/ddnn), keyed by content
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
