@@ -213,7 +213,7 @@ def test_authors_shift_layout_by_loops(channels, stride):
     assert_close(got, _authors_shift_by_loops(x.tolist(), stride), rtol=0, atol=0)
     if channels < 9:  # no full group of 9: nothing moves
         assert torch.equal(got, x)
-    # ddnn's layout (contiguous groups, floor(9c/C)) is another map, except where C = 9 or C < 9 and s = 1
+    # ddnn's layout (contiguous groups, floor(9c/C)) is another map, except at C = 9 where floor(9c/C) = c mod 9
     assert torch.equal(Shift(channels, stride)(x), got) == (channels == 9)
 
 
