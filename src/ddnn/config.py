@@ -62,6 +62,9 @@ class ModelConfig:
     init_from: str | None = None  # torchvision ResNet state_dict file (ImageNet-style families)
     cheap: Literal["depthwise", "group", "shift"] | None = None  # cheap convolutions in the blocks (models/cheap.py)
     cheap_groups: int = 4  # groups of `cheap: group`
+    # ddnn: stride in each block's first cheap conv, shift offset floor(9c/C); authors: the online-distillation
+    # authors' code: stride on the block's second 1x1, shift offset c mod 9 and the last C mod 9 channels unshifted
+    cheap_layout: Literal["ddnn", "authors"] = "ddnn"
     # private: one classifier per sub-net (models/heads.py); auto: private, except for `ekd-paper` (shared,
     # as the paper). Resolved when the config is read, so config.yaml holds shared or private.
     head: Literal["auto", "shared", "private"] = "auto"
@@ -73,6 +76,8 @@ class OnlineConfig:
 
     students: int = 4  # m >= 2
     temperature: float = 4.0  # T of T^2 * KL(softmax_T(teacher) || softmax_T(student))
+    # batchmean: KL averaged over the batch (the formula); mean: over batch x classes, 1/C of it (the authors' code)
+    kl_reduction: Literal["batchmean", "mean"] = "batchmean"
 
 
 @dataclass
@@ -87,7 +92,8 @@ class KDConfig:
     kl_weight: float = 1.0  # weight of the KL term, averaged over teachers
     gram_weight: float = 1.0  # lambda: weight of the Gram term, averaged over teachers
     cross: int = 3  # Gram pairs (P_a, P_a+k) for k = 1..cross; 1 = classic FSP
-    clip: Literal["sskd", "literal", "none"] = "sskd"  # clipping of the Gram-loss gradient
+    clip: Literal["sskd", "sskd-code", "literal", "none"] = "sskd"  # clipping of the Gram-loss gradient
+    task_norm: Literal["ce", "ce+kl"] = "ce"  # the task gradient the Gram gradient is clipped against (eq. 14: CE)
     adapters: Literal["auto", "off"] = "auto"  # 1x1 conv + BN on a teacher point whose width differs
 
 
@@ -109,6 +115,7 @@ class MethodConfig:
     beta: float = 0.0  # weight of the attention distance (the paper: 1; it cost accuracy in every setting measured)
     temperature: float = 1.0  # the paper: 3
     attention: Literal["zsum", "at"] = "zsum"
+    at_reduction: Literal["mean", "sum"] = "mean"  # `at` distance: mean over N x H*W (AT's beta 1000), or sum over H*W
     stages: list[int] | None = None  # stage indices matched by attention (null: all)
     detach_teacher: bool = True
     sub_ce: float = 1.0  # weight of each sub-net's CE (0: sub-nets learn only from the full net's posteriors)
@@ -382,20 +389,30 @@ def from_dict(data: dict[str, Any]) -> Config:
     return cfg
 
 
-# Keys a ddnn before issue 8 did not write into a run's config, with the values that reproduce what it did.
-_BEFORE = {"model": {"head": "shared"},
+# Keys an older ddnn did not write into a run's config, with the values that reproduce what it did:
+# issue 8's (head and the EKD options) and issue 19's (cheap_layout, at_reduction, kl_reduction, task_norm).
+_BEFORE = {"model": {"head": "shared", "cheap_layout": "ddnn"},
            "method": {"distill_warmup": 0.0, "ensemble": 0.0, "sample": "all", "shared_decay": "sum",
-                      "teacher": "full"}}
+                      "teacher": "full", "at_reduction": "sum", "online": {"kl_reduction": "batchmean"},
+                      "kd": {"task_norm": "ce+kl"}}}
+
+
+def _fill(saved: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """`saved` with the keys of `before` it lacks, inside the sections it has."""
+    out = {**saved}
+    for key, value in before.items():
+        if isinstance(value, dict):
+            if isinstance(out.get(key), dict):
+                out[key] = _fill(out[key], value)
+        elif key not in out:
+            out[key] = value
+    return out
 
 
 def saved_config(data: dict[str, Any]) -> Config:
     """The config a run saved (config.yaml, a checkpoint's "config"): every key was written then, so a
     key missing here predates it and takes the value the run actually used, not today's default."""
-    data = {**data}
-    for section, keys in _BEFORE.items():
-        if isinstance(data.get(section), dict):
-            data[section] = {**keys, **data[section]}
-    return from_dict(data)
+    return from_dict(_fill(data, _BEFORE))
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

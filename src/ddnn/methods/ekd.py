@@ -38,6 +38,7 @@ class EmbeddedKD(Method):
         beta: float = 1.0,
         temperature: float = 3.0,
         attention: str = "zsum",
+        at_reduction: str = "mean",
         stages: Sequence[int] | None = None,
         detach_teacher: bool = True,
         reduce: str = "sum",
@@ -51,7 +52,7 @@ class EmbeddedKD(Method):
         super().__init__()
         self.model = model
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
-        self.attention = attention
+        self.attention, self.at_reduction = attention, at_reduction
         n_stages = len(model.max_blocks)
         self.stages = list(range(n_stages)) if stages is None else list(stages)
         if any(not 0 <= s < n_stages for s in self.stages):
@@ -122,8 +123,8 @@ class EmbeddedKD(Method):
             if self.sub_ce != 0:
                 losses[f"ce.{sub.name}"] = self.sub_ce * F.cross_entropy(s_logits, y)
             if self.beta != 0:
-                att = sum(map_distance(attention_map(out.stages[s], self.attention), t_maps[s], self.attention)
-                          for s in self.stages)
+                att = sum(map_distance(attention_map(out.stages[s], self.attention), t_maps[s], self.attention,
+                                       self.at_reduction) for s in self.stages)
                 losses[f"att.{sub.name}"] = beta * att
         mean = ensemble_logits(list(logits.values()), self.temperature).detach() if self.uses_ensemble else None
         if self.alpha != 0:
@@ -157,8 +158,8 @@ def ensemble_logits(logits: list[torch.Tensor], temperature: float) -> torch.Ten
 @METHODS.register("ekd", help="DDNN + Embedded Knowledge Distillation (full net teaches every sub-net)")
 def build_ekd(cfg, make_model: ModelFactory) -> EmbeddedKD:
     return EmbeddedKD(
-        make_model(), alpha=cfg.alpha, beta=cfg.beta, temperature=cfg.temperature,
-        attention=cfg.attention, stages=cfg.stages, detach_teacher=cfg.detach_teacher, reduce=cfg.reduce,
+        make_model(), alpha=cfg.alpha, beta=cfg.beta, temperature=cfg.temperature, attention=cfg.attention,
+        at_reduction=cfg.at_reduction, stages=cfg.stages, detach_teacher=cfg.detach_teacher, reduce=cfg.reduce,
         sub_ce=cfg.sub_ce, distill_warmup=cfg.distill_warmup, ensemble=cfg.ensemble, sample=cfg.sample,
         shared_decay=cfg.shared_decay, teacher=cfg.teacher,
     )
