@@ -201,20 +201,30 @@ def from_dict(data: dict[str, Any]) -> Config:
     return cfg
 
 
-# Keys a ddnn before issue 8 did not write into a run's config, with the values that reproduce what it did.
-_BEFORE = {"model": {"head": "shared"},
+# Keys an older ddnn did not write into a run's config, with the values that reproduce what it did:
+# issue 8's (head and the EKD options) and issue 19's (cheap_layout, at_reduction, kl_reduction, task_norm).
+_BEFORE = {"model": {"head": "shared", "cheap_layout": "ddnn"},
            "method": {"distill_warmup": 0.0, "ensemble": 0.0, "sample": "all", "shared_decay": "sum",
-                      "teacher": "full"}}
+                      "teacher": "full", "at_reduction": "sum", "online": {"kl_reduction": "batchmean"},
+                      "kd": {"task_norm": "ce+kl"}}}
+
+
+def _fill(saved: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """`saved` with the keys of `before` it lacks, inside the sections it has."""
+    out = {**saved}
+    for key, value in before.items():
+        if isinstance(value, dict):
+            if isinstance(out.get(key), dict):
+                out[key] = _fill(out[key], value)
+        elif key not in out:
+            out[key] = value
+    return out
 
 
 def saved_config(data: dict[str, Any]) -> Config:
     """The config a run saved (config.yaml, a checkpoint's "config"): every key was written then, so a
     key missing here predates it and takes the value the run actually used, not today's default."""
-    data = {**data}
-    for section, keys in _BEFORE.items():
-        if isinstance(data.get(section), dict):
-            data[section] = {**keys, **data[section]}
-    return from_dict(data)
+    return from_dict(_fill(data, _BEFORE))
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -40,8 +40,9 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    name: str = option("mnist5k", help="`mnist5k`, `cifar10`, `cifar100`, `imagefolder`, `synthetic`")
-    root: str | None = option(None, help="folder holding the CIFAR files or the `imagefolder` tree (required for those)")
+    name: str = option("mnist5k", help="`mnist5k`, `cifar10`, `cifar100`, `smallfolder`, `imagefolder`, `synthetic`")
+    root: str | None = option(None, help="folder holding the CIFAR files, or the `smallfolder`/`imagefolder` tree or "
+                              "archives (required for those)")
     batch_size: int = option(128, help="training batch (the global batch under torchrun)", check=AT_LEAST_1)
     eval_batch_size: int = option(500, help="evaluation batch", check=AT_LEAST_1)
     val_fraction: float = option(0.1, help="stratified validation share carved from the training data; 0: none "
@@ -60,7 +61,9 @@ class DataConfig:
     resize: int | None = option(None, help="`imagefolder`: shorter side before the centre crop "
                                 "(null: image_size * 256/224)", check=(lambda v: v is None or v >= 8,
                                                                          "null or an integer >= 8"))
-    workers: int = option(4, help="`imagefolder`: threads decoding images", check=AT_LEAST_1)
+    workers: int = option(4, help="`imagefolder`, `smallfolder`: threads decoding images", check=AT_LEAST_1)
+    cache: bool = option(True, help="`smallfolder`: keep the decoded images in `$DDNN_CACHE` (default "
+                         "`~/.cache/ddnn`), keyed by the sources' content")
     synthetic: SyntheticConfig = option(help="the synthetic dataset's shape", factory=SyntheticConfig)
 
 
@@ -84,6 +87,10 @@ class ModelConfig:
                                                                   "blocks' dense 3x3 convolutions become cheap ones")
     cheap_groups: int = option(4, help="groups of `model.cheap=group` (must divide every block's input channels)",
                                check=AT_LEAST_1)
+    cheap_layout: Literal["ddnn", "authors"] = option("ddnn", help="`ddnn` (each cheap conv keeps its 3x3's stride; "
+                                                      "shift offset floor(9c/C)), `authors` (the online-distillation "
+                                                      "authors' code: stride on a block's second 1x1, shift offset "
+                                                      "c mod 9, last C mod 9 channels unshifted)")
     # Resolved when the config is read, so config.yaml holds shared or private.
     head: Literal["auto", "shared", "private"] = option("auto", help="`private`: one classifier per sub-net (like "
                                                         "private BN; an extracted net is unchanged), `shared`: one "
@@ -96,6 +103,9 @@ class OnlineConfig:
 
     students: int = option(4, help="m >= 2 students of `online`", check=(lambda v: v >= 2, "an integer >= 2"))
     temperature: float = option(4.0, help="T of `online`'s T^2 * KL(teacher || student)", check=POSITIVE)
+    kl_reduction: Literal["batchmean", "mean"] = option("batchmean", help="`online`'s KL averaged over the batch "
+                                                        "(`batchmean`) or over batch x classes (`mean`, 1/C of it: "
+                                                        "the authors' code)")
 
 
 @dataclass
@@ -112,8 +122,11 @@ class KDConfig:
     gram_weight: float = option(1.0, help="lambda: weight of (1/K) sum_k L_gram,k", check=NON_NEGATIVE)
     cross: int = option(3, help="Gram pairs (P_a, P_a+k) for k = 1..cross (1 = classic FSP; at most points - 1)",
                         check=(lambda v: 1 <= v <= 4, "an integer 1..4 (pairs of points 1..cross apart)"))
-    clip: Literal["sskd", "literal", "none"] = option("sskd", help="clipping of the Gram gradient: `sskd`, "
-                                                      "`literal` (eqs. 12-14 as printed), `none`")
+    clip: Literal["sskd", "sskd-code", "literal", "none"] = option("sskd", help="clipping of the Gram gradient: "
+                                                                   "`sskd`, `sskd-code` (SSKD_SVD's train.py), "
+                                                                   "`literal` (eqs. 12-14 as printed), `none`")
+    task_norm: Literal["ce", "ce+kl"] = option("ce", help="the task gradient the Gram gradient is clipped against: "
+                                               "`ce` (eq. 14), `ce+kl` (ddnn before issue 19)")
     adapters: Literal["auto", "off"] = option("auto", help="`auto`: 1x1 conv + BN where a teacher point's width "
                                               "differs; `off`: refuse such teachers")
 
@@ -130,6 +143,9 @@ class MethodConfig:
     temperature: float = option(1.0, help="T of the KL term (multiplied by T^2)", check=POSITIVE)
     attention: Literal["zsum", "at"] = option("zsum", help="`zsum` (channel sum, standardised, MSE), `at` "
                                               "(Zagoruyko & Komodakis)")
+    at_reduction: Literal["mean", "sum"] = option("mean", help="`at` distance averaged over N x H x W (`mean`, the "
+                                                  "AT paper's scale), or summed over H x W and averaged over N "
+                                                  "(`sum`, H x W times larger: ddnn before issue 19)")
     stages: list[int] | None = option(None, help="stage indices matched by attention (null: all)")
     detach_teacher: bool = option(True, help="the full net learns only from labels")
     sub_ce: float = option(1.0, help="weight of each sub-net's CE; 0: sub-nets learn only from the full net's "

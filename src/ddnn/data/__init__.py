@@ -1,6 +1,6 @@
 """Datasets, registered by name (`data.name`)."""
 
-from ddnn.data import cifar, folder, mnist5k, synthetic  # noqa: F401  (registration)
+from ddnn.data import cifar, folder, mnist5k, smallfolder, synthetic  # noqa: F401  (registration)
 from ddnn.data.base import Dataset, Split
 from ddnn.data.loader import Normalizer, batches, num_batches
 from ddnn.data.spec import InputSpec

@@ -22,7 +22,7 @@ def build_method(cfg: Config, spec: InputSpec) -> Method:
     builder = ModelBuilder(
         m.name, m.subnets, m.blocks, num_classes=spec.num_classes, in_channels=spec.shape[0], widths=m.widths,
         bn=m.bn, shortcut=m.shortcut, stem=m.stem, zero_init_residual=m.zero_init_residual,
-        cheap=m.cheap, cheap_groups=m.cheap_groups, head=m.head,
+        cheap=m.cheap, cheap_groups=m.cheap_groups, head=m.head, cheap_layout=m.cheap_layout,
     )
     return METHODS.get(cfg.method.name)(cfg.method, builder)
 

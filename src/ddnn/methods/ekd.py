@@ -38,7 +38,7 @@ class EmbeddedKD(Method):
         super().__init__()
         self.model = model
         self.alpha, self.beta, self.temperature = cfg.alpha, cfg.beta, cfg.temperature
-        self.attention = cfg.attention
+        self.attention, self.at_reduction = cfg.attention, cfg.at_reduction
         n_stages = len(model.max_blocks)
         self.stages = list(range(n_stages)) if cfg.stages is None else list(cfg.stages)
         if any(not 0 <= s < n_stages for s in self.stages):
@@ -112,8 +112,8 @@ class EmbeddedKD(Method):
             if self.sub_ce != 0:
                 losses[f"ce.{sub.name}"] = self.sub_ce * F.cross_entropy(s_logits, y)
             if self.beta != 0:
-                att = sum(map_distance(attention_map(out.stages[s], self.attention), t_maps[s], self.attention)
-                          for s in self.stages)
+                att = sum(map_distance(attention_map(out.stages[s], self.attention), t_maps[s], self.attention,
+                                       self.at_reduction) for s in self.stages)
                 losses[f"att.{sub.name}"] = beta * att
         mean = ensemble_logits(list(logits.values()), self.temperature).detach() if self.uses_ensemble else None
         if self.alpha != 0:

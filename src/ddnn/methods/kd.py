@@ -6,8 +6,9 @@
 Teachers are loaded by the engine and handed in (`attach`); they are frozen and live outside the
 module tree (not trained, not saved). The 1x1 conv + BN adapters that map a teacher point to the
 student's width are trained with the student, saved in the checkpoint, and never part of the
-extracted student. The Gram-loss gradient is clipped against the
-CE + KL gradient per parameter tensor (`method.kd.clip`).
+extracted student. The Gram-loss gradient is clipped per parameter tensor (`method.kd.clip`) against
+the CE gradient, as the paper's eq. (14) and the code it follows (`method.kd.task_norm=ce+kl`:
+against CE + KL, ddnn before issue 19).
 """
 
 import torch
@@ -23,6 +24,7 @@ from ddnn.models import DynamicNet, SubNet
 from ddnn.registry import METHODS
 
 GRAM = "gram."
+CE = "ce."
 
 
 def adapter(cin: int, cout: int) -> nn.Sequential:
@@ -87,7 +89,7 @@ class OfflineKD(Method):
             raise DdnnError("method kd has no teachers loaded; train it with `ddnn train` (method.kd.teachers)")
         kd, name = self.kd, self.name
         logits, s_points = self.student.forward_intermediates(x)
-        losses = {f"ce.{name}": F.cross_entropy(logits, y)}
+        losses = {f"{CE}{name}": F.cross_entropy(logits, y)}
         kl, gram = 0.0, 0.0
         for k, teacher in enumerate(teachers):
             t_logits, t_points = teacher(x)
@@ -104,18 +106,30 @@ class OfflineKD(Method):
         return losses, {name: logits}
 
     def backward(self, losses, scale, epoch: int) -> None:
-        """CE + KL gradient plus the Gram-loss gradient clipped per tensor (`method.kd.clip`);
-        `epoch` counts from 1, the clipping rules see the finished epochs (epoch - 1)."""
+        """CE + KL gradient plus the Gram-loss gradient clipped per tensor (`method.kd.clip`) against
+        the norm of the CE gradient (`task_norm=ce`) or of CE + KL (`ce+kl`); `epoch` counts from 1,
+        the clipping rules see the finished epochs (epoch - 1). With `ce` and a KL term this takes a
+        third backward pass (CE, KL and Gram gradients apart)."""
         distill = [v for k, v in losses.items() if k.startswith(GRAM)]
         if self.kd.clip == "none" or not distill:
             return super().backward(losses, scale, epoch)
-        task = sum(v for k, v in losses.items() if not k.startswith(GRAM))
         params = [p for p in self.parameters() if p.requires_grad]
-        g_task = torch.autograd.grad(scale(task), params, retain_graph=True, allow_unused=True)
-        g_dist = torch.autograd.grad(scale(sum(distill)), params, allow_unused=True)
-        for p, g in zip(params, combine_gradients(list(g_task), list(g_dist), self.kd.clip, epoch - 1)):
-            if g is not None:
-                p.grad = g if p.grad is None else p.grad + g
+
+        def grads(terms: list[torch.Tensor], last: bool = False) -> list[torch.Tensor | None]:
+            return list(torch.autograd.grad(scale(sum(terms)), params, retain_graph=not last, allow_unused=True))
+
+        task = [v for k, v in losses.items() if not k.startswith(GRAM)]
+        rest: list[torch.Tensor] = []  # task terms outside the clipping norm (the KL, with task_norm=ce)
+        if self.kd.task_norm == "ce":
+            rest = [v for k, v in losses.items() if not k.startswith((GRAM, CE))]
+            task = [v for k, v in losses.items() if k.startswith(CE)]
+        g_rest = grads(rest) if rest else [None] * len(params)
+        g_task, g_dist = grads(task), grads(distill, last=True)
+        combined = combine_gradients(g_task, g_dist, self.kd.clip, epoch - 1)
+        for p, g, extra in zip(params, combined, g_rest):
+            for part in (g, extra):
+                if part is not None:
+                    p.grad = part if p.grad is None else p.grad + part
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Without teachers (evaluating or deploying a kd run) the train-only adapters are not built:

@@ -7,6 +7,9 @@ pre-trained teacher and nothing is detached, so teacher and students learn from 
 
     L = CE(z_t) + sum_j [ CE(z_j) + T^2 * KL(softmax_T(z_t) || softmax_T(z_j)) ]
 
+The KL is averaged over the batch (`kl_reduction=batchmean`, the formula) or over batch x classes
+(`mean`, 1/C of it: what the authors' code computes, docs/departures.md).
+
 After training the student with the best validation top-1 is the run's deployable net.
 """
 
@@ -51,13 +54,13 @@ class Ensemble(nn.Module):
 
 
 def online_loss(teacher: torch.Tensor, students: list[torch.Tensor], y: torch.Tensor,
-                temperature: float) -> dict[str, torch.Tensor]:
+                temperature: float, kl_reduction: str = "batchmean") -> dict[str, torch.Tensor]:
     """The named terms of L: ce.teacher, and per student j ce.student<j> and kl.student<j>
-    (T^2 * KL(softmax_T(z_t) || softmax_T(z_j)), batch mean); no term is detached."""
+    (T^2 * KL(softmax_T(z_t) || softmax_T(z_j)), batch mean or batch x class mean); no term is detached."""
     losses = {f"ce.{TEACHER}": F.cross_entropy(teacher, y)}
     for j, z in enumerate(students):
         losses[f"ce.student{j}"] = F.cross_entropy(z, y)
-        losses[f"kl.student{j}"] = kl_distill(teacher, z, temperature)
+        losses[f"kl.student{j}"] = kl_distill(teacher, z, temperature, kl_reduction)
     return losses
 
 
@@ -78,7 +81,7 @@ class OnlineDistillation(Method):
         self.names = [net.full.name for net in students]
         width = students[0].feature_info[-1].channels  # the last stage's output
         self.head = TeacherHead(width * len(students), num_classes)
-        self.temperature = cfg.temperature
+        self.temperature, self.kl_reduction = cfg.temperature, cfg.kl_reduction
         self.__dict__["standard"] = standard  # the standard-conv net, for cost reports only (not trained)
 
     def nets(self) -> dict[str, SubNet]:
@@ -102,7 +105,7 @@ class OnlineDistillation(Method):
         teacher = self._teacher_logits([o.stages[-1] for o in outs])
         logits = {name: o.logits for name, o in zip(self.names, outs)}
         logits[TEACHER] = teacher
-        return online_loss(teacher, [o.logits for o in outs], y, self.temperature), logits
+        return online_loss(teacher, [o.logits for o in outs], y, self.temperature, self.kl_reduction), logits
 
     def predict(self, x: torch.Tensor, name: str) -> torch.Tensor:
         if name == TEACHER:

@@ -75,7 +75,8 @@ class ModelBuilder:
     """Builds the configured DDNN, or a standalone net of one of its depths (for `individual`)."""
 
     def __init__(self, name: str, subnets: Sequence[str | Sequence[int]] = (), blocks: Sequence[int] | None = None,
-                 cheap: str | None = None, cheap_groups: int = 4, head: str = "shared", **options: object) -> None:
+                 cheap: str | None = None, cheap_groups: int = 4, head: str = "shared", cheap_layout: str = "ddnn",
+                 **options: object) -> None:
         self.family, preset = family_of(name)
         full = tuple(blocks) if blocks else preset
         if full is None:
@@ -87,7 +88,7 @@ class ModelBuilder:
         self.subnets = resolve_subnets(self.family, full, subnets)
         self.options = {k: v for k, v in options.items() if v is not None}
         self.options["widths"] = tuple(self.options.get("widths") or self.family.widths)
-        self.cheap, self.cheap_groups, self.head = cheap, cheap_groups, head
+        self.cheap, self.cheap_groups, self.head, self.cheap_layout = cheap, cheap_groups, head, cheap_layout
 
     @property
     def num_classes(self) -> int:
@@ -99,7 +100,7 @@ class ModelBuilder:
         net = self.family.build([subnet] if subnet else self.subnets, **self.options)
         if self.head == "private" and len(net.subnets) > 1:
             net = private_head(net)
-        return net if standard or not self.cheap else cheapen(net, self.cheap, self.cheap_groups)
+        return net if standard or not self.cheap else cheapen(net, self.cheap, self.cheap_groups, self.cheap_layout)
 
 
 def build_model(
@@ -116,10 +117,11 @@ def build_model(
     cheap: str | None = None,
     cheap_groups: int = 4,
     head: str = "shared",
+    cheap_layout: str = "ddnn",
 ) -> DynamicNet:
     """Build a DDNN: `name` is a preset (resnet56) or a family (cifar_resnet, with `blocks`); `cheap`
     gives its blocks cheap convolutions (models/cheap.py)."""
     return ModelBuilder(
-        name, subnets, blocks, cheap, cheap_groups, head, num_classes=num_classes, in_channels=in_channels, widths=widths,
-        bn=bn, shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual,
+        name, subnets, blocks, cheap, cheap_groups, head, cheap_layout, num_classes=num_classes, in_channels=in_channels,
+        widths=widths, bn=bn, shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual,
     )()
