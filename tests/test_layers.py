@@ -76,3 +76,11 @@ def test_downward_and_same_layer_imports_pass(tmp_path):
 def test_a_module_outside_the_table_is_refused():
     with pytest.raises(ValueError, match="in no layer"):
         layer_of("ddnn_extra.thing")
+
+
+def test_the_design_doc_states_the_same_layers_in_the_same_order():
+    design = (SRC.parents[1] / "docs" / "design.md").read_text()
+    assert " -> ".join(name for name, _ in LAYERS) in design
+    for name, modules in LAYERS:
+        row = next(line for line in design.splitlines() if line.startswith(f"| {name} |"))
+        assert all(f"`{m.removeprefix('ddnn.').replace('.', '/')}" in row or f"`{m}`" in row for m in modules), row

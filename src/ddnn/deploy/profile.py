@@ -42,7 +42,7 @@ def _context(device: torch.device, precision: str):
 
 def profile_method(method: Method, spec: InputSpec, opts: ProfileOptions,
                    accuracy: dict[str, dict[str, float | None]] | None = None) -> dict:
-    """The profile of every net of `method` (see the README for the fields); `accuracy` per net."""
+    """The profile of every net of `method` (docs/deploy.md shows its fields); `accuracy` per net."""
     if any(b < 1 for b in opts.batch_sizes) or opts.repeats < 1 or opts.warmup < 0:
         raise DdnnError("batch sizes and --repeats must be >= 1 and --warmup >= 0")
     device = resolve_device(opts.device)
