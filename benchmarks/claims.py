@@ -4,7 +4,7 @@ trained alone, and the full net against the full net trained alone, paired seed 
 Main variants (same recipe, epochs and seeds; only the objective changes; the full list in VARIANTS):
   individual  each depth trained alone (method=individual)
   ekd         ddnn's EKD recipe (method=ekd: KL from the detached full net at T = 1, private classifiers)
-  ekd-paper   the paper's EKD as METHODS.md §1 states it (method=ekd-paper)
+  ekd-paper   the paper's EKD as the paper states it (docs/methods.md) (method=ekd-paper)
   ddnn        the same DDNN with cross-entropy only (method=ddnn)
 
 Settings are recipes where depth matters (narrow nets, two training sizes and schedules). Every run
@@ -32,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from ddnn.config import load_config
-from ddnn.engine.trainer import train
+from ddnn.experiments import train
 
 # Every variant spells out what it changes from ddnn's EKD recipe (the defaults: `method=ekd` is KL
 # from the detached full net at T = 1, no attention term, private BN and private classifiers), so a
@@ -41,7 +41,7 @@ SHARED = "model.head=shared"  # the classifier shared by every net (the paper; d
 VARIANTS = {
     "individual": ["method=individual"],
     "ekd": ["method=ekd"],  # ddnn's recipe
-    "ekd-paper": ["method=ekd-paper"],  # METHODS.md §1 literally: T = 3, zsum attention on every stage, shared classifier
+    "ekd-paper": ["method=ekd-paper"],  # docs/methods.md, EKD, literally: T = 3, zsum attention on every stage, shared classifier
     "ddnn": ["method=ddnn"],  # CE only, private classifiers
     # the first round (claims tables before issue 8's second round): shared classifier, T = 1
     "ce": ["method=ddnn", SHARED],
@@ -81,10 +81,12 @@ VARIANTS = {
     "individual-lr0.05": ["method=individual", "optim.lr=0.05"],
     "ekd-head": ["method=ekd", "method.beta=1"],
     "ekd-head-last": ["method=ekd", "method.beta=1", "method.stages=[2]"],
-    "ekd-head-at": ["method=ekd", "method.beta=1", "method.attention=at"],
+    # measured (RESULTS.md) with the `at` distance summed over H*W, ddnn's scale before issue 19
+    "ekd-head-at": ["method=ekd", "method.beta=1", "method.attention=at", "method.at_reduction=sum"],
 }
 
-# name -> (overrides on the default config, what it changes)
+# name -> (overrides on the setting's config, what it changes); MNIST-5k settings start from the
+# default config, CIFAR-10 ones from CONFIGS[name] with the data folder given by --data-root
 SETTINGS = {
     "default": ([], "the default run: 4,050 images, widths 16/32/64, 12 epochs"),
     "narrow": (["model.widths=[4,8,16]", "train.epochs=8"], "4,050 images, widths 4/8/16, 8 epochs"),
@@ -102,7 +104,13 @@ SETTINGS = {
              "3,150 images, widths 4/8/16, 20 epochs, 1,500 test digits"),
     "small-long": (["model.widths=[4,8,16]", "data.test_fraction=0.3", "data.train_limit=1000", "train.epochs=50"],
                    "1,000 images, widths 4/8/16, 50 epochs, 1,500 test digits"),
+    # CIFAR-10 (JPEG copy, class-folder archives): ResNet-20 holding 14/8 at widths 16/32/64, 10,000 test images
+    "c10-5k": (["data.train_limit=5000", "train.epochs=30"],
+               "CIFAR-10 (JPEG copy), 5,000 training images, 30 epochs, 10,000 test images"),
+    "c10-15k": (["data.train_limit=15000", "train.epochs=20"],
+                "CIFAR-10 (JPEG copy), 15,000 training images, 20 epochs, 10,000 test images"),
 }
+CONFIGS = {"c10-5k": "ekd/cifar10-jpeg-cpu", "c10-15k": "ekd/cifar10-jpeg-cpu"}  # the rest: the default config
 
 
 def variant_overrides(variant: str) -> list[str]:
@@ -116,14 +124,15 @@ def variant_name(variant: str) -> str:
     return variant.split(":", 1)[0]
 
 
-def run_one(setting: str, variant: str, seed: int, out: Path, threads: int = 0) -> dict:
+def run_one(setting: str, variant: str, seed: int, out: Path, threads: int = 0, data_root: str | None = None) -> dict:
     folder = out / setting / variant_name(variant) / f"seed{seed}"
     if (folder / "results.json").is_file():
         results = json.loads((folder / "results.json").read_text())
     else:
-        cfg = load_config(None, [f"name=claims-{setting}-{variant_name(variant)}", f"train.seed={seed}",
-                                 "runtime.progress=false", f"runtime.threads={threads}", *SETTINGS[setting][0],
-                                 *variant_overrides(variant)])
+        data = [f"data.root={data_root}"] if setting in CONFIGS else []
+        cfg = load_config(CONFIGS.get(setting), [f"name=claims-{setting}-{variant_name(variant)}", f"train.seed={seed}",
+                                                 "runtime.progress=false", f"runtime.threads={threads}", *data,
+                                                 *SETTINGS[setting][0], *variant_overrides(variant)])
         results = train(cfg, folder, log=lambda *_: None, resume=True)  # an interrupted run continues
     if "model.bn=shared" in variant_overrides(variant):
         results = calibrated(folder, results)
@@ -134,7 +143,7 @@ def calibrated(folder: Path, results: dict) -> dict:
     """A shared-BN run is used after `ddnn calibrate` (per-net BN statistics from training images):
     its final weights' top-1 on test and val with calibrated statistics (kept in calibrated.json)."""
     from ddnn.cli import main
-    from ddnn.engine.checkpoint import load_checkpoint
+    from ddnn.checkpoint import load_checkpoint
 
     path = folder / "calibrated.json"
     if not path.is_file():
@@ -223,13 +232,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (0: torch's default)")
     parser.add_argument("--metric", choices=("test", "val", "pooled"), default="test")
     parser.add_argument("--baseline", default="individual", help="the variant paired differences are taken against")
+    parser.add_argument("--data-root", help="CIFAR-10 settings: the folder holding train/ and test/ (or their archives)")
     args = parser.parse_args()
     out, seeds = Path(args.out), [int(s) for s in args.seeds.split(",")]
-    tasks = [(setting, variant, seed) for setting in args.settings.split(",")
-             for variant in args.variants.split(",") for seed in seeds]
+    if not args.data_root and any(s in CONFIGS for s in args.settings.split(",")):
+        parser.error("the CIFAR-10 settings need --data-root DIR (the folder holding train/ and test/ or their archives)")
+    # seed by seed, so an interrupted benchmark has every variant of its first seeds (resumable)
+    tasks = [(setting, variant, seed) for setting in args.settings.split(",") for seed in seeds
+             for variant in args.variants.split(",")]
     results: dict[tuple, dict] = {}
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        started = {pool.submit(run_one, *task, out, args.threads): (task, time.perf_counter()) for task in tasks}
+        started = {pool.submit(run_one, *task, out, args.threads, args.data_root): (task, time.perf_counter())
+                   for task in tasks}
         for future in as_completed(started):
             (setting, variant, seed), t0 = started[future]
             res = results[(setting, variant, seed)] = future.result()

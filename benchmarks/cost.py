@@ -14,6 +14,8 @@ case is used, so drift of a shared machine hits all cases alike.
   full-hand    a minimal hand-written loop training the same ResNet-32 (plain nn.Sequential from
                `extract`), same batches, optimizer, schedule, precision and memory format
   ekd-fp32     the default run in fp32 without channels_last
+  ekd-paper    the paper's EKD (attention maps on every stage, T = 3, shared classifier): what the
+               attention term costs (the maps are computed in fp32 from the bf16 features)
 
 Peak memory: each of `ekd` and `ekd-fp32` in a fresh subprocess, the peak resident set (VmHWM, reset
 after set-up) over 8 training steps, and its growth over the resident set after set-up. (ru_maxrss
@@ -46,6 +48,7 @@ CASES = {
     "alone:resnet8": ["method=individual", "model.name=resnet8", "model.subnets=[]"],
     "full-ddnn": ["method=ddnn", "model.subnets=[]"],
     "ekd-fp32": ["runtime.precision=fp32", "runtime.channels_last=false"],
+    "ekd-paper": ["method=ekd-paper"],
 }
 
 
@@ -142,6 +145,7 @@ def main() -> None:
         ("EKD epoch / sum of the four depths' epochs alone", med["ekd"] / alone, "<= 1.0"),
         ("ddnn loop throughput / hand-written loop (full net alone)", med["full-hand"] / med["full-ddnn"], ">= 0.95"),
         ("fast path (bf16 + channels_last) speed-up over fp32 (EKD)", med["ekd-fp32"] / med["ekd"], "-"),
+        ("paper's EKD (attention on) epoch / CE-only DDNN epoch", med["ekd-paper"] / med["ce"], "-"),
     ]
     mem = {case: json.loads(subprocess.run([sys.executable, __file__, "--memory-case", case,
                                             "--images", str(args.images)], capture_output=True, text=True,

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from ddnn.config import load_config
-from ddnn.engine.summary import human
-from ddnn.engine.trainer import train
+from ddnn.text import human
+from ddnn.experiments import train
 
 CONFIG = "online/mnist5k-demo"
 VARIANTS = {

@@ -31,7 +31,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from ddnn import runtime
+from ddnn import run_files, runtime
 from ddnn.deploy.export import SUFFIX, export_net
 from ddnn.deploy.latency import time_interleaved
 from ddnn.deploy.run import open_run
@@ -132,7 +132,8 @@ def main() -> None:
     data = run.load_data()
     images = data.test.images[:256]
     names = list(run.method.nets())
-    nets = run.results["nets"]  # top-1 of best.pt as the run recorded it (the files' metadata; not measured here)
+    # top-1 of best.pt as the run recorded it (the files' metadata; not what this measures)
+    nets = json.loads((folder / run_files.RESULTS).read_text())["nets"]
     accuracy = {n: {"top1": nets[n]["best_top1"], "val_top1": nets[n].get("best_val_top1")} for n in names}
 
     files: dict[str, dict[str, Path]] = {fmt: {} for fmt in FORMATS}

@@ -104,7 +104,7 @@ def main() -> None:
             m.running_var.uniform_(0.5, 2.0)
     names = list(net.subnets)
     nets = depth_modules(net)
-    from ddnn.deploy.cost import count_macs
+    from ddnn.models.cost import count_macs
 
     kinds = {"script": DepthAsTensor(Switchable(nets, [count_macs(n, (1, 32, 32)) for n in nets], [0.5], [0.25])).eval()}
     kinds["script+folding"] = kinds["script"]

@@ -15,7 +15,8 @@ import torch
 from ddnn.config import load_config
 from ddnn.engine.runtime import resolve_runtime
 from ddnn.engine.schedule import make_optimizer
-from ddnn.engine.setup import InputSpec, build_method
+from ddnn.data import InputSpec
+from ddnn.engine.setup import build_method
 
 CASES = {
     "ekd resnet56 (56/44/32/20)": ["model.name=resnet56", "model.subnets=[resnet44,resnet32,resnet20]"],
@@ -26,14 +27,16 @@ CASES = {
 }
 
 
-def images_per_second(overrides: list[str], steps: int, batch: int) -> float:
-    cfg = load_config(None, overrides)
+def images_per_second(overrides: list[str], steps: int, batch: int, shape: tuple[int, ...] = (1, 32, 32),
+                      config: str | None = None) -> float:
+    """Training images/s of `config` + `overrides` on random inputs of `shape` (C, H, W), 10 classes."""
+    cfg = load_config(config, overrides)
     runtime = resolve_runtime(cfg.runtime)
-    spec = InputSpec(num_classes=10, shape=(1, 32, 32), mean=(0.1,), std=(0.3,))
+    spec = InputSpec(num_classes=10, shape=shape, mean=(0.1,) * shape[0], std=(0.3,) * shape[0])
     torch.manual_seed(0)
     method = runtime.prepare(build_method(cfg, spec)).train()
     optimizer = make_optimizer(method.parameters(), cfg.optim)
-    x = runtime.to_input(torch.randn(batch, 1, 32, 32))
+    x = runtime.to_input(torch.randn(batch, *shape))
     y = torch.randint(0, 10, (batch,), device=runtime.device)
 
     def step() -> None:
@@ -45,9 +48,12 @@ def images_per_second(overrides: list[str], steps: int, batch: int) -> float:
 
     for _ in range(3):
         step()
+    sync = torch.cuda.synchronize if runtime.device.type == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return steps * batch / (time.perf_counter() - start)
 
 

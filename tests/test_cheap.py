@@ -7,7 +7,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from ddnn.config import load_config
-from ddnn.deploy.cost import count_macs, count_params
+from ddnn.models.cost import count_macs, count_params
 from ddnn.engine.setup import check_config
 from ddnn.errors import DdnnError
 from ddnn.models import ModelBuilder, build_model, family_of

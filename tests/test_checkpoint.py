@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from ddnn.engine.checkpoint import (FORMAT, digest, load_checkpoint, load_checkpoint_or_previous, previous_of,
+from ddnn.checkpoint import (FORMAT, digest, load_checkpoint, load_checkpoint_or_previous, previous_of,
                                     save_checkpoint)
-from ddnn.engine.trainer import train
+from ddnn.experiments import train
 from ddnn.errors import DdnnError
 
 

@@ -81,7 +81,7 @@ def write_blocking_file(folder: Path) -> None:
 def write_flipped_ckpt(folder: Path) -> None:
     import torch
 
-    from ddnn.engine.checkpoint import save_checkpoint
+    from ddnn.checkpoint import save_checkpoint
 
     save_checkpoint({"config": {}, "epoch": 1, "state": {"w": torch.full((16,), 2.0)}}, folder / "flipped.pt")
     raw = bytearray((folder / "flipped.pt").read_bytes())
@@ -95,7 +95,7 @@ TINY_RUN = ["data.name=synthetic", "data.synthetic.size=80", "data.synthetic.ima
 
 def write_tiny_run(folder: Path) -> None:
     from ddnn.config import load_config
-    from ddnn.engine.trainer import train
+    from ddnn.experiments import train
 
     train(load_config(None, TINY_RUN), folder / "run", log=lambda *_: None)
 
@@ -262,7 +262,7 @@ def test_list(results):
 
 
 def test_refused_resume_leaves_the_run_as_it_was(results):
-    from ddnn.engine.checkpoint import load_checkpoint
+    from ddnn.checkpoint import load_checkpoint
 
     run = results["resume-other-config"].cwd / "run"
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl", "results.json"]

@@ -43,7 +43,7 @@ def test_dataclass_defaults_are_ddnns_recipe_and_the_preset_the_papers():
     # ddnn's EKD recipe (issue 8): KL at T = 1 from the detached full net, no attention term
     assert (cfg.method.alpha, cfg.method.beta, cfg.method.temperature) == (1.0, 0.0, 1.0)
     assert cfg.method.attention == "zsum" and cfg.method.detach_teacher and cfg.model.head == "auto"
-    # the paper's (METHODS.md §1)
+    # the paper's (docs/methods.md, EKD)
     paper = MethodConfig.named("ekd-paper")
     assert (paper.alpha, paper.beta, paper.temperature, paper.attention, paper.stages) == (1.0, 1.0, 3.0, "zsum", None)
     assert paper.detach_teacher and paper.reduce == "sum" and paper.sub_ce == 1.0
@@ -308,7 +308,7 @@ def test_bundled_configs_listing():
 
 @pytest.mark.parametrize("name", bundled_configs() or [pytest.param(None, marks=pytest.mark.skip("no bundled configs yet"))])
 def test_bundled_config_loads(name):
-    from ddnn.engine.pipeline import Pipeline, is_pipeline
+    from ddnn.experiments.pipeline import Pipeline, is_pipeline
 
     if is_pipeline(name):  # a pipeline (kd/...): every stage is a complete, known config
         for stage in Pipeline(name).stages:

@@ -614,7 +614,7 @@ def test_unknown_dataset_name():
 def test_bundled_cifar_recipe_trains_on_the_real_format(tmp_path, config, writer):
     """The CIFAR recipes as shipped (val_fraction 0, crop + flip, multistep), shrunk to one tiny epoch."""
     from ddnn.config import load_config
-    from ddnn.engine.trainer import train
+    from ddnn.experiments import train
 
     writer(tmp_path)
     cfg = load_config(config, [f"data.root={tmp_path}", "train.epochs=1", "model.widths=[4,4,4]",

@@ -10,15 +10,15 @@ import torch
 
 from ddnn.config import load_config
 from ddnn.data import Normalizer
-from ddnn.deploy.calibrate import estimate_statistics
+from ddnn.models.calibrate import estimate_statistics
 from ddnn.deploy.commands import cmd_calibrate, cmd_export, cmd_profile, cmd_select
 from ddnn.deploy.memory import TensorMemoryTracker, peak_forward_memory
 from ddnn.deploy.profile import ProfileOptions, profile_method
 from ddnn.deploy.run import open_run
 from ddnn.deploy.select import Budget, select
-from ddnn.engine.checkpoint import load_checkpoint
-from ddnn.engine.evaluation_cli import evaluate_checkpoint
-from ddnn.engine.trainer import train
+from ddnn.checkpoint import load_checkpoint
+from ddnn.engine.evaluation import evaluate_checkpoint
+from ddnn.experiments import train
 from ddnn.errors import DdnnError
 from ddnn.models.norm import SharedNorm
 

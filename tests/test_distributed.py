@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddnn.engine.checkpoint import load_checkpoint
+from ddnn.checkpoint import load_checkpoint
 
 TINY = ["data.name=synthetic", "data.synthetic.size=160", "data.synthetic.image_size=16", "data.synthetic.classes=4",
         "data.val_fraction=0.2", "data.test_fraction=0.2", "data.eval_batch_size=50", "model.name=resnet14",

@@ -7,10 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ddnn.config import MethodConfig
 from ddnn.engine.trainer import Trainer
 from ddnn.losses import kl_distill
 from ddnn.methods.ekd import EmbeddedKD, ensemble_logits
 from ddnn.models import build_model
+
+
+def paper_ekd(model, **options) -> EmbeddedKD:
+    """EKD with the paper's values (EKD_PAPER, what EmbeddedKD defaulted to before its config held
+    every default) and `options` on top."""
+    return EmbeddedKD(model, MethodConfig.named("ekd-paper", **options))
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,8 +35,8 @@ def batch(seed: int = 1):
 
 def test_distill_warmup_ramps_kl_and_attention_linearly_from_zero():
     x, y = batch()
-    method = EmbeddedKD(ddnn(), alpha=1.0, beta=1.0, temperature=2.0, distill_warmup=2.0)
-    reference = EmbeddedKD(ddnn(), alpha=1.0, beta=1.0, temperature=2.0)
+    method = paper_ekd(ddnn(), alpha=1.0, beta=1.0, temperature=2.0, distill_warmup=2.0)
+    reference = paper_ekd(ddnn(), alpha=1.0, beta=1.0, temperature=2.0)
     full_terms, _ = reference.forward_train(x, y)
     for progress, factor in [(0.0, 0.0), (0.5, 0.25), (1.0, 0.5), (2.0, 1.0), (7.3, 1.0)]:
         method.progress = progress
@@ -51,7 +59,7 @@ def test_ensemble_logits_give_the_mean_posterior_at_the_temperature():
 
 def test_ensemble_term_teaches_only_the_full_net_from_the_detached_mean_posterior():
     x, y = batch()
-    method = EmbeddedKD(ddnn(subnets=("resnet14", "resnet8")), alpha=0.0, beta=0.0, temperature=2.0, ensemble=0.5)
+    method = paper_ekd(ddnn(subnets=("resnet14", "resnet8")), alpha=0.0, beta=0.0, temperature=2.0, ensemble=0.5)
     losses, logits = method.forward_train(x, y)
     assert set(losses) == {"ce.resnet20", "ce.resnet14", "ce.resnet8", "ens.resnet20"}
     teacher = ensemble_logits([z.detach() for z in logits.values()], 2.0)
@@ -65,7 +73,7 @@ def test_ensemble_term_teaches_only_the_full_net_from_the_detached_mean_posterio
 
 def test_sandwich_runs_the_full_net_the_smallest_and_one_other_per_step():
     x, y = batch()
-    method = EmbeddedKD(ddnn(subnets=("resnet14", "resnet8", [1, 2, 1])), alpha=1.0, beta=0.0, sample="sandwich")
+    method = paper_ekd(ddnn(subnets=("resnet14", "resnet8", [1, 2, 1])), alpha=1.0, beta=0.0, sample="sandwich")
     torch.manual_seed(0)
     seen = []
     for _ in range(40):
@@ -75,13 +83,13 @@ def test_sandwich_runs_the_full_net_the_smallest_and_one_other_per_step():
         seen.append(names[1])
     assert set(seen) == {"resnet14", "resnet8"}
     # with two sub-nets or fewer there is nothing to sample
-    small = EmbeddedKD(ddnn(subnets=("resnet14", "resnet8")), sample="sandwich")
+    small = paper_ekd(ddnn(subnets=("resnet14", "resnet8")), sample="sandwich")
     assert list(small.forward_train(x, y)[1]) == ["resnet20", "resnet14", "resnet8"]
 
 
 def test_per_net_decay_multiplies_weight_decay_by_the_nets_running_each_weight():
     model = ddnn(subnets=("resnet14", "resnet8"))
-    method = EmbeddedKD(model, shared_decay="per_net")
+    method = paper_ekd(model, shared_decay="per_net")
     decay = {id(p): g["weight_decay"] for g in method.parameter_groups(1e-4) for p in g["params"]}
     assert len(decay) == len(list(method.parameters()))
     assert decay[id(model.stem[0].weight)] == pytest.approx(3e-4)  # stem: all three nets
@@ -90,7 +98,7 @@ def test_per_net_decay_multiplies_weight_decay_by_the_nets_running_each_weight()
     assert decay[id(model.stages[0][2].body[0].weight)] == pytest.approx(1e-4)  # block 3: the full net alone
     assert decay[id(model.stages[0][0].body[1].norms["resnet8"].weight)] == pytest.approx(1e-4)  # private BN
     # the default keeps one group with the configured decay
-    assert [g["weight_decay"] for g in EmbeddedKD(ddnn()).parameter_groups(1e-4)] == [1e-4]
+    assert [g["weight_decay"] for g in paper_ekd(ddnn()).parameter_groups(1e-4)] == [1e-4]
     # behaviour: with no gradient, one SGD step shrinks a weight by lr * decay
     opt = torch.optim.SGD(method.parameter_groups(0.1), lr=0.5)
     stem_before, last_before = model.stem[0].weight.clone(), model.stages[0][2].body[0].weight.clone()
@@ -142,7 +150,7 @@ def test_sandwich_run_reports_train_top1_over_the_steps_each_net_ran(tiny_config
 
 def test_ensemble_teacher_is_the_sub_nets_kl_target():
     x, y = batch()
-    method = EmbeddedKD(ddnn(subnets=("resnet14", "resnet8")), alpha=0.5, beta=0.0, temperature=2.0,
+    method = paper_ekd(ddnn(subnets=("resnet14", "resnet8")), alpha=0.5, beta=0.0, temperature=2.0,
                         teacher="ensemble")
     losses, logits = method.forward_train(x, y)
     assert set(losses) == {"ce.resnet20", "ce.resnet14", "ce.resnet8", "kl.resnet14", "kl.resnet8"}

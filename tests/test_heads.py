@@ -5,9 +5,17 @@ import torch
 import torch.nn.functional as F
 
 from ddnn.cli import main
+from ddnn.config import MethodConfig
 from ddnn.methods.ekd import EmbeddedKD
 from ddnn.models import build_model
 from ddnn.models.heads import PrivateLayer
+
+
+def paper_ekd(model, **options) -> EmbeddedKD:
+    """EKD with the paper's values (EKD_PAPER, what EmbeddedKD defaulted to before its config held
+    every default) and `options` on top."""
+    return EmbeddedKD(model, MethodConfig.named("ekd-paper", **options))
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,7 +41,7 @@ def test_private_heads_start_as_the_shared_one_and_extract_to_the_same_size():
 
 
 def test_each_net_trains_only_its_own_classifier():
-    method = EmbeddedKD(net("private"), alpha=0.0, beta=0.0)
+    method = paper_ekd(net("private"), alpha=0.0, beta=0.0)
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(6, 3, 16, 16, generator=gen), torch.randint(0, 5, (6,), generator=gen)
     losses, logits = method.forward_train(x, y)
@@ -55,7 +63,7 @@ def test_one_net_keeps_a_plain_head():
 
 
 def test_private_head_run_trains_and_evaluates(tmp_path, tiny_config, capsys):
-    from ddnn.engine.trainer import train
+    from ddnn.experiments import train
 
     results = train(tiny_config("model.head=private"), tmp_path / "run", log=lambda *_: None)
     assert set(results["nets"]) == {"resnet14", "resnet8"}

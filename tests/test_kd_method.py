@@ -29,7 +29,7 @@ def teacher(seed: int, widths=(8, 16, 16)) -> Teacher:
 def student_kd(teachers, **kd) -> OfflineKD:
     torch.manual_seed(10)
     method = OfflineKD(build_model("resnet8", 5, 3, subnets=[], widths=[4, 8, 8]), KDConfig(**kd))
-    method.attach(teachers, SPEC.shape)
+    method.attach(teachers)
     return method
 
 
@@ -89,26 +89,30 @@ def test_no_adapter_when_widths_match_and_off_refuses_a_mismatch():
         student_kd([teacher(1)], adapters="off")
 
 
-def manual_expectation(method: OfflineKD, rule, epoch):
-    """The combined gradient per tensor, written out from METHODS.md: g_task + f * g_gram."""
+def manual_expectation(method: OfflineKD, rule, epoch, task_norm="ce"):
+    """The combined gradient per tensor, written out: g_ce + g_kl + f * g_gram, with f from the norm
+    of the CE gradient (`task_norm="ce"`, eq. 14) or of the CE + KL gradient (`"ce+kl"`)."""
     x, y = batch()
     losses, _ = method.forward_train(x, y)
     params = [p for p in method.parameters() if p.requires_grad]
-    task = losses["ce.resnet8"] + losses["kl.resnet8"]
-    g_task = torch.autograd.grad(task, params, retain_graph=True, allow_unused=True)
+    g_ce = torch.autograd.grad(losses["ce.resnet8"], params, retain_graph=True, allow_unused=True)
+    g_kl = torch.autograd.grad(losses["kl.resnet8"], params, retain_graph=True, allow_unused=True)
     g_gram = torch.autograd.grad(losses["gram.resnet8"], params, retain_graph=True, allow_unused=True)
     expected = []
-    for gt, gg in zip(g_task, g_gram):
-        if gt is None:  # adapters: only the Gram term reaches them, unscaled
+    for gc, gk, gg in zip(g_ce, g_kl, g_gram):
+        if gc is None:  # adapters: only the Gram term reaches them, unscaled
             expected.append(gg)
             continue
+        gt = gc + gk
         if gg is None:  # the classifier: no Gram gradient
             expected.append(gt)
             continue
-        nt, ng = gt.norm().item(), gg.norm().item()
+        nt, ng = (gc if task_norm == "ce" else gt).norm().item(), gg.norm().item()
         e = epoch - 1  # finished epochs
         if rule == "sskd":
             f = min(1.0, 1 / (1 + math.exp(-e)) * nt / ng)
+        elif rule == "sskd-code":
+            f = min(1 / (1 + math.exp(-(e - 2))), nt / ng)
         elif rule == "literal":
             f = 1 / (1 + math.exp(-(nt / ng) + e)) if ng < nt else 1.0
         else:
@@ -117,10 +121,11 @@ def manual_expectation(method: OfflineKD, rule, epoch):
     return losses, params, expected
 
 
-@pytest.mark.parametrize("rule", ["sskd", "literal", "none"])
-def test_backward_applies_the_clipping_rule_per_tensor(rule):
-    method = student_kd([teacher(1)], gram_weight=50.0, clip=rule)
-    losses, params, expected = manual_expectation(method, rule, epoch=3)
+@pytest.mark.parametrize("task_norm", ["ce", "ce+kl"])
+@pytest.mark.parametrize("rule", ["sskd", "sskd-code", "literal", "none"])
+def test_backward_applies_the_clipping_rule_per_tensor(rule, task_norm):
+    method = student_kd([teacher(1)], gram_weight=50.0, clip=rule, task_norm=task_norm)
+    losses, params, expected = manual_expectation(method, rule, epoch=3, task_norm=task_norm)
     method.backward(losses, lambda t: t, epoch=3)
     for p, e in zip(params, expected):
         torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-5)  # "none" sums in one pass

@@ -4,7 +4,7 @@ points, and extraction equal to the dynamic forward."""
 import pytest
 import torch
 
-from ddnn.deploy.cost import count_params
+from ddnn.models.cost import count_params
 from ddnn.models import build_model
 
 
@@ -53,6 +53,27 @@ def test_feature_points(name, size, points):
     got = [(p.shape[1], p.shape[2]) for p in net.feature_points(out)]
     assert got == points
     assert out.logits.shape == (2, 10)
+    # the net describes the same points without running (what kd and online read)
+    assert [(f.channels, size // f.reduction) for f in net.feature_info] == points
+
+
+@pytest.mark.parametrize("name,size,options", [
+    ("resnet14", 32, {}), ("resnet14", 32, {"widths": [4, 8, 12], "cheap": "shift"}),
+    ("resnet18", 64, {"stem": "imagenet", "widths": [8, 8, 16, 16]}), ("resnet18", 32, {"stem": "cifar", "widths": [8, 8, 16, 16]}),
+    ("resnet26", 64, {"stem": "imagenet", "widths": [8, 8, 16, 16]}), ("vgg11", 32, {"cheap": "depthwise", "widths": [8, 8, 16, 16]}),
+    ("mobilenet16", 64, {"widths": [8, 8, 16, 16]}), ("resnet14", 32, {"cheap": "group", "head": "private"}),
+])
+def test_feature_info_matches_every_sub_nets_intermediates(name, size, options):
+    """Channels and reduction of each point, as declared by the family, against a forward pass of the
+    full net and of its smallest sub-net (every sub-net has the same points)."""
+    torch.manual_seed(0)
+    net = build_model(name, 5, 3, subnets=[[1] * (3 if name == "resnet14" else 4)], **options).eval()
+    assert [f.name for f in net.feature_info][-2:] == [f"stage{len(net.max_blocks) - 2}", f"stage{len(net.max_blocks) - 1}"]
+    for sub in net.subnets:
+        logits, points = net.forward_intermediates(torch.randn(2, 3, size, size), sub)
+        assert logits.shape == (2, 5)
+        assert [(p.shape[1], p.shape[2], p.shape[3]) for p in points] == [
+            (f.channels, size // f.reduction, size // f.reduction) for f in net.feature_info]
 
 
 @pytest.mark.parametrize("name,sub,size", [("vgg11", [1, 1, 1, 1], 32), ("mobilenet16", "mobilenet9", 64),

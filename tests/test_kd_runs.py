@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ddnn.cli import main
-from ddnn.engine.evaluation_cli import evaluate_checkpoint
+from ddnn.engine.evaluation import evaluate_checkpoint
 
 DATA = ["data.name=synthetic", "data.synthetic.size=120", "data.synthetic.image_size=12", "data.synthetic.classes=3",
         "data.batch_size=32", "data.eval_batch_size=64", "data.val_fraction=0.2", "data.test_fraction=0.2",
@@ -113,7 +113,7 @@ stages:
 
 
 def test_pipeline_with_seeds_shares_stages_that_have_their_own(tmp_path):
-    from ddnn.engine.pipeline import Pipeline
+    from ddnn.experiments.pipeline import Pipeline
 
     cfg = tmp_path / "pipe.yaml"
     cfg.write_text("""

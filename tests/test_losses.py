@@ -171,10 +171,11 @@ def _at_map_by_hand(feat):
     return out
 
 
-def _at_distance_by_hand(fs, ft):
+def _at_distance_by_hand(fs, ft, reduction="mean"):
+    """mean: over N x H*W (the AT paper's scale); sum: summed over H*W, averaged over N."""
     ms, mt = _at_map_by_hand(fs), _at_map_by_hand(ft)
     per_sample = [sum((a - b) ** 2 for a, b in zip(rs, rt)) for rs, rt in zip(ms, mt)]
-    return sum(per_sample) / len(per_sample)
+    return sum(per_sample) / len(per_sample) / (len(ms[0]) if reduction == "mean" else 1)
 
 
 def test_at_map_by_hand():
@@ -189,6 +190,9 @@ def test_at_distance_by_hand():
     assert got.shape == ()
     assert got.item() == pytest.approx(_at_distance_by_hand(FEAT_A, FEAT_B), rel=1e-5)
     assert got.item() > 0
+    summed = at_distance(torch.tensor(FEAT_A), torch.tensor(FEAT_B), reduction="sum")
+    assert summed.item() == pytest.approx(_at_distance_by_hand(FEAT_A, FEAT_B, "sum"), rel=1e-5)
+    assert summed.item() == pytest.approx(4 * got.item(), rel=1e-6)  # H*W = 4
 
 
 def test_at_distance_identical_is_zero():
@@ -203,13 +207,14 @@ def test_at_distance_bounded_by_two_for_nonnegative_maps():
     torch.manual_seed(0)
     for _ in range(5):
         s, t = torch.rand(4, 3, 6, 6), torch.rand(4, 3, 6, 6)
-        assert 0.0 <= at_distance(s, t).item() <= 2.0
-    # disjoint supports reach the bound exactly
+        assert 0.0 <= at_distance(s, t, reduction="sum").item() <= 2.0
+    # disjoint supports reach the bound exactly; the mean over H*W = 4 positions is a quarter of it
     s = torch.zeros(2, 2, 2, 2)
     t = torch.zeros(2, 2, 2, 2)
     s[:, :, 0, 0] = 1.0
     t[:, :, 1, 1] = 5.0
-    assert at_distance(s, t).item() == pytest.approx(2.0, rel=1e-6)
+    assert at_distance(s, t, reduction="sum").item() == pytest.approx(2.0, rel=1e-6)
+    assert at_distance(s, t).item() == pytest.approx(0.5, rel=1e-6)
 
 
 # --------------------------------------------------------------------------------------------- dispatch

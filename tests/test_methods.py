@@ -5,11 +5,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ddnn.config import MethodConfig
 from ddnn.losses import attention_distance, kl_distill
 from ddnn.methods.ekd import EmbeddedKD
 from ddnn.methods.individual import Individual
 from ddnn.models import build_model
 from ddnn.models.dynamic import SubNet
+
+
+def paper_ekd(model, **options) -> EmbeddedKD:
+    """EKD with the paper's values (EKD_PAPER, what EmbeddedKD defaulted to before its config held
+    every default) and `options` on top."""
+    return EmbeddedKD(model, MethodConfig.named("ekd-paper", **options))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,7 +34,7 @@ def batch(seed: int = 1):
 
 def test_ekd_terms_equal_a_direct_computation():
     x, y = batch()
-    method = EmbeddedKD(tiny_ddnn(), alpha=0.7, beta=2.0, temperature=3.0, attention="zsum")
+    method = paper_ekd(tiny_ddnn(), alpha=0.7, beta=2.0, temperature=3.0, attention="zsum")
     losses, logits = method.forward_train(x, y)
     assert set(losses) == {"ce.resnet14", "ce.resnet8", "kl.resnet8", "att.resnet8"}
 
@@ -44,7 +51,7 @@ def test_ekd_terms_equal_a_direct_computation():
 
 def test_attention_on_chosen_stages_only():
     x, y = batch()
-    last = EmbeddedKD(tiny_ddnn(), alpha=0, beta=1.0, stages=[2]).forward_train(x, y)[0]["att.resnet8"]
+    last = paper_ekd(tiny_ddnn(), alpha=0, beta=1.0, stages=[2]).forward_train(x, y)[0]["att.resnet8"]
     ref = tiny_ddnn()
     full, sub = ref(x, "resnet14", features=True), ref(x, "resnet8", features=True)
     torch.testing.assert_close(last, attention_distance(sub.stages[2], full.stages[2]))
@@ -53,7 +60,7 @@ def test_attention_on_chosen_stages_only():
 def _grads_of_distillation(detach: bool) -> dict[str, torch.Tensor]:
     """Gradients of the KL + attention terms alone, by parameter name."""
     x, y = batch()
-    method = EmbeddedKD(tiny_ddnn(), alpha=1.0, beta=1.0, detach_teacher=detach)
+    method = paper_ekd(tiny_ddnn(), alpha=1.0, beta=1.0, detach_teacher=detach)
     losses, _ = method.forward_train(x, y)
     (losses["kl.resnet8"] + losses["att.resnet8"]).backward()
     return {n: p.grad for n, p in method.named_parameters()}
@@ -74,8 +81,8 @@ def test_detached_teacher_learns_only_from_labels():
 
 def test_mean_reduction_divides_every_term_by_the_number_of_nets():
     x, y = batch()
-    summed, _ = EmbeddedKD(tiny_ddnn(), reduce="sum").forward_train(x, y)
-    mean, _ = EmbeddedKD(tiny_ddnn(), reduce="mean").forward_train(x, y)
+    summed, _ = paper_ekd(tiny_ddnn(), reduce="sum").forward_train(x, y)
+    mean, _ = paper_ekd(tiny_ddnn(), reduce="mean").forward_train(x, y)
     assert summed.keys() == mean.keys()
     for key in summed:
         torch.testing.assert_close(mean[key], summed[key] / 2)
@@ -83,7 +90,7 @@ def test_mean_reduction_divides_every_term_by_the_number_of_nets():
 
 def test_ddnn_is_ekd_without_distillation():
     x, y = batch()
-    losses, _ = EmbeddedKD(tiny_ddnn(), alpha=0.0, beta=0.0).forward_train(x, y)
+    losses, _ = paper_ekd(tiny_ddnn(), alpha=0.0, beta=0.0).forward_train(x, y)
     assert set(losses) == {"ce.resnet14", "ce.resnet8"}
 
 
@@ -111,7 +118,7 @@ def test_balanced_reduction_divides_each_gradient_by_the_nets_that_use_it():
     x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 5, (6,))
     grads = {}
     for reduce in ("sum", "balanced"):
-        method = EmbeddedKD(tiny_ddnn(), alpha=1.0, beta=1.0, reduce=reduce)
+        method = paper_ekd(tiny_ddnn(), alpha=1.0, beta=1.0, reduce=reduce)
         losses, _ = method.forward_train(x, y)
         sum(losses.values()).backward()
         grads[reduce] = {k: p.grad.clone() for k, p in method.named_parameters() if p.grad is not None}
@@ -130,9 +137,33 @@ def test_sub_ce_weight_scales_or_drops_the_sub_nets_cross_entropy():
     torch.manual_seed(0)
     x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 5, (6,))
     model = tiny_ddnn()
-    full, _ = EmbeddedKD(model, sub_ce=1.0).forward_train(x, y)
-    half, _ = EmbeddedKD(model, sub_ce=0.5).forward_train(x, y)
-    none, _ = EmbeddedKD(model, sub_ce=0.0).forward_train(x, y)
+    full, _ = paper_ekd(model, sub_ce=1.0).forward_train(x, y)
+    half, _ = paper_ekd(model, sub_ce=0.5).forward_train(x, y)
+    none, _ = paper_ekd(model, sub_ce=0.0).forward_train(x, y)
     torch.testing.assert_close(half["ce.resnet8"], 0.5 * full["ce.resnet8"])
     torch.testing.assert_close(half["ce.resnet14"], full["ce.resnet14"])  # the full net keeps its CE
     assert "ce.resnet8" not in none and set(none) == {"ce.resnet14", "kl.resnet8", "att.resnet8"}
+
+
+def test_ekd_takes_every_option_from_its_config_and_ddnn_drops_the_distillation():
+    """One home for EKD's defaults: the config's method section (ddnn's recipe, or the ekd-paper
+    preset); the method has none of its own, and `ddnn` is the same config with CE only."""
+    import inspect
+
+    from ddnn.config import load_config
+    from ddnn.data import InputSpec
+    from ddnn.engine.setup import build_method
+
+    params = inspect.signature(EmbeddedKD.__init__).parameters
+    assert list(params) == ["self", "model", "cfg"] and all(p.default is p.empty for p in params.values())
+    spec = InputSpec(4, (3, 16, 16), (0.5,) * 3, (0.25,) * 3)
+    tiny = ["model.name=resnet14", "model.subnets=[resnet8]", "model.widths=[4,8,8]"]
+    ours = build_method(load_config(None, tiny), spec)
+    paper = build_method(load_config(None, [*tiny, "method=ekd-paper"]), spec)
+    assert (ours.alpha, ours.beta, ours.temperature) == (1.0, 0.0, 1.0)
+    assert (paper.alpha, paper.beta, paper.temperature, paper.stages) == (1.0, 1.0, 3.0, [0, 1, 2])
+    ddnn = build_method(load_config(None, [*tiny, "method=ddnn", "method.sub_ce=0.3", "method.reduce=mean",
+                                           "method.ensemble=0.5"]), spec)
+    assert (ddnn.alpha, ddnn.beta, ddnn.ensemble, ddnn.sub_ce, ddnn.scale) == (0.0, 0.0, 0.0, 1.0, 0.5)
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 4, (4,))
+    assert set(ddnn.forward_train(x, y)[0]) == {"ce.resnet14", "ce.resnet8"}

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from ddnn.deploy.cost import count_macs, count_params
+from ddnn.models.cost import count_macs, count_params
 from ddnn.errors import DdnnError
 from ddnn.models import Features, SubNet, build_model
 from ddnn.models.dynamic import ResidualBlock

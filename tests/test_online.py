@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from ddnn.cli import main
-from ddnn.engine.evaluation_cli import load_method
+from ddnn.engine.evaluation import load_method
 from ddnn.config import MethodConfig, OnlineConfig
 from ddnn.methods.online import OnlineDistillation, best_student, build_online, online_loss
 from ddnn.models import ModelBuilder
@@ -169,7 +169,7 @@ def test_online_run_through_the_cli(tmp_path, capsys):
 
 
 def test_online_refuses_a_ddnn_config_before_writing_anything(tiny_config, tmp_path):
-    from ddnn.engine.trainer import train
+    from ddnn.experiments import train
     from ddnn.errors import DdnnError
 
     with pytest.raises(DdnnError, match=r"model.subnets=\[\]"):

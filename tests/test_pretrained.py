@@ -336,7 +336,7 @@ def test_training_starts_from_the_file_and_records_its_hash(tiny_config, tmp_pat
     first step, and results.json records the file's sha256."""
     import json
 
-    from ddnn.engine.checkpoint import sha256_of
+    from ddnn.checkpoint import sha256_of
     from ddnn.engine.trainer import Trainer
 
     torch.manual_seed(0)

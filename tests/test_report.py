@@ -10,9 +10,9 @@ import yaml
 from matplotlib.image import imread
 
 from ddnn.config import to_dict
-from ddnn.deploy.report import build_report
-from ddnn.deploy.runs import curves, group_runs, read_run
-from ddnn.engine.trainer import train
+from ddnn.experiments.report import build_report
+from ddnn.experiments.runs import curves, group_runs, read_run
+from ddnn.experiments import train
 from ddnn.errors import DdnnError
 
 # The nets of the tiny config (ResNet-14 DDNN holding ResNet-8): blocks, params, MACs.

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddnn.engine.checkpoint import load_checkpoint, save_checkpoint
-from ddnn.engine.trainer import train
+from ddnn.checkpoint import load_checkpoint, save_checkpoint
+from ddnn.experiments import train
 from ddnn.errors import DdnnError
 
 # Synthetic data big enough that an epoch lasts long enough to be killed in the middle of one.
@@ -136,11 +136,11 @@ def test_interrupted_run_resumes_exactly_in_process(tiny_config, tmp_path, monke
 def test_killed_between_best_and_last_of_epoch_1_starts_afresh(tiny_config, tmp_path, monkeypatch):
     """Epoch 1 saves best.pt, then dies while staging last.pt: `--resume auto` redoes the run from the
     start (the same weights as a whole run) instead of calling the folder someone else's."""
-    import ddnn.engine.trainer as trainer_module
+    import ddnn.engine.run_folder as run_folder_module
 
     whole = train(tiny_config("train.epochs=2"), tmp_path / "whole", log=lambda *_: None)
     out = tmp_path / "run"
-    real_save = trainer_module.save_checkpoint
+    real_save = run_folder_module.save_checkpoint
 
     def die_at_last(ckpt, path):
         if path.name == "last.pt":
@@ -148,10 +148,10 @@ def test_killed_between_best_and_last_of_epoch_1_starts_afresh(tiny_config, tmp_
             raise KeyboardInterrupt
         real_save(ckpt, path)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", die_at_last)
+    monkeypatch.setattr(run_folder_module, "save_checkpoint", die_at_last)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config("train.epochs=2"), out, log=lambda *_: None)
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(run_folder_module, "save_checkpoint", real_save)
     assert sorted(p.name for p in out.iterdir()) == [".last.pt.staged", "best.pt", "config.yaml", "metrics.jsonl"]
 
     resumed = train(tiny_config("train.epochs=2"), out, log=lambda *_: None, resume=True)
@@ -212,3 +212,22 @@ def test_seeds_run_resumes_per_seed(tiny_config, tmp_path, monkeypatch):
     alone = train(tiny_config("train.epochs=2", "train.seed=1"), tmp_path / "alone", log=lambda *_: None)
     assert json.loads((out / "seed1" / "results.json").read_text())["nets"] == alone["nets"]
     assert (out / "report.json").exists()
+
+
+def test_resume_compares_what_is_trained_and_takes_where_it_runs_from_the_command_line(tiny_config, tmp_path):
+    """One list of keys that do not change what is trained (config.INCIDENTAL_KEYS): they may differ on
+    resume and are taken from the given config; any other key must agree."""
+    from ddnn.config import INCIDENTAL_KEYS, to_dict
+    from ddnn.engine.resume import checkpoint_config
+
+    saved = tiny_config()
+    ckpt = {"config": to_dict(saved)}
+    moved = tiny_config("runtime.threads=3", "data.root=/data/moved", "name=renamed")
+    cfg = checkpoint_config(ckpt, moved, tmp_path)
+    assert cfg.runtime.threads == 3 and cfg.data.root == "/data/moved" and cfg.name == "tiny"
+    assert cfg.optim == saved.optim and cfg.model == saved.model
+    assert {"runtime.", "data.root", "name"} <= set(INCIDENTAL_KEYS)
+    for override, key in (("train.seed=5", "train.seed"), ("data.val_fraction=0.3", "data.val_fraction"),
+                          ("distributed.reference_batch=64", "distributed.reference_batch")):
+        with pytest.raises(DdnnError, match=rf"its config has {key}="):
+            checkpoint_config(ckpt, tiny_config(override), tmp_path)

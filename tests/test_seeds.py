@@ -7,8 +7,8 @@ import pytest
 
 from ddnn.cli import main
 from ddnn.config import load_config
-from ddnn.engine.seeds import parse_seeds
-from ddnn.engine.trainer import train
+from ddnn.experiments.seeds import parse_seeds
+from ddnn.experiments import train
 from ddnn.errors import DdnnError
 
 

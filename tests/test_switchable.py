@@ -17,9 +17,9 @@ from ddnn.data import Normalizer
 from ddnn.deploy import switchable
 from ddnn.deploy.commands import cmd_export
 from ddnn.deploy.run import open_run
-from ddnn.engine.evaluation_cli import evaluate_checkpoint
+from ddnn.engine.evaluation import evaluate_checkpoint
 from ddnn.engine.setup import InputSpec, build_method
-from ddnn.engine.trainer import train
+from ddnn.experiments import train
 from ddnn.errors import DdnnError
 from ddnn.models import ModelBuilder
 

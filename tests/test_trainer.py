@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from ddnn.config import from_dict
-from ddnn.engine.checkpoint import load_checkpoint
-from ddnn.engine.evaluation_cli import evaluate_checkpoint, load_method
-from ddnn.engine.trainer import train
+from ddnn.checkpoint import load_checkpoint
+from ddnn.engine.evaluation import evaluate_checkpoint, load_method
+from ddnn.experiments import train
 
 
 def test_run_folder_contract(tiny_config, tmp_path):

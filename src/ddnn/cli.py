@@ -7,14 +7,14 @@ import sys
 import time
 from pathlib import Path
 
+from ddnn import run_files
 from ddnn.errors import DdnnError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ddnn.config import load_config
-    from ddnn.engine.pipeline import Pipeline, is_pipeline, run_pipeline
-    from ddnn.engine.seeds import parse_seeds
-    from ddnn.engine.trainer import train
+    from ddnn.experiments.pipeline import Pipeline, is_pipeline, run_pipeline
+    from ddnn.experiments.seeds import parse_seeds, train
 
     if args.config and is_pipeline(args.config):  # several stages, e.g. teacher -> assistant -> student
         if args.resume:
@@ -43,16 +43,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ddnn.engine.evaluation_cli import evaluate_checkpoint
+    from ddnn.engine.evaluation import evaluate_checkpoint
 
     if bool(args.run) == bool(args.ckpt):
         raise DdnnError("give exactly one of --run DIR or --ckpt FILE")
-    path = Path(args.ckpt) if args.ckpt else Path(args.run) / f"{args.which}.pt"
+    path = Path(args.ckpt) if args.ckpt else Path(args.run) / run_files.checkpoint(args.which)
     if args.run and not Path(args.run).is_dir():
         raise DdnnError(f"run folder {args.run} does not exist")
     results = evaluate_checkpoint(path, args.split)
     if args.json:
         print(json.dumps(results, indent=2))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ddnn.experiments.report import build_report
+
+    build_report([Path(p) for p in args.runs], Path(args.out))
     return 0
 
 
@@ -110,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     from ddnn.deploy.commands import add_parsers
 
     add_parsers(sub)
+
+    p = sub.add_parser("report", help="plots and a table of one or more runs (seeds aggregated as mean ± std)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders of run folders")
+    p.add_argument("--out", default="report", help="output folder (default ./report)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("list", help="registered models, methods, datasets, named sub-nets and configs")
     p.set_defaults(func=_cmd_list)

@@ -66,15 +66,15 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 def carve(
     name: str, train: Split, test: Split | None, num_classes: int,
     val_fraction: float, test_fraction: float, seed: int, train_limit: int | None,
-    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None, val: Split | None = None,
 ) -> Dataset:
     """Make the val (and, if the data has none, test) split from `train`, stratified and seeded;
-    normalise with `stats` (mean, std) or, when None, the training images' own channel statistics."""
+    normalise with `stats` (mean, std) or, when None, the training images' own channel statistics.
+    A `val` split the data brings is used as it is (val_fraction then carves nothing)."""
     if test is None:
         keep, held = stratified_split(train.labels, test_fraction, seed)
         train, test = train.subset(keep), train.subset(held)
-    val = None
-    if val_fraction > 0:
+    if val is None and val_fraction > 0:
         keep, held = stratified_split(train.labels, val_fraction, seed + 1)
         train, val = train.subset(keep), train.subset(held)
     if train_limit is not None and train_limit < len(train):

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from ddnn.data.base import Dataset, Split, carve
+from ddnn.data.sources import IMAGE_EXTENSIONS as EXTENSIONS
 from ddnn.errors import DdnnError
 from ddnn.registry import DATASETS
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

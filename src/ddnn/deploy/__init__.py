@@ -1,1 +1,1 @@
-"""Deployment: cost of each sub-net (params, MACs), extraction to standalone files."""
+"""Deployment: from a trained run to a file on a device (profile, select, export, calibrate)."""

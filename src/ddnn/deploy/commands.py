@@ -1,4 +1,4 @@
-"""The deploy subcommands (`profile`, `export`, `select`, `calibrate`, `report`) behind the CLI."""
+"""The deploy subcommands (`profile`, `export`, `select`, `calibrate`) behind the CLI."""
 
 import argparse
 import itertools
@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 
+from ddnn import run_files
+from ddnn.checkpoint import save_checkpoint
 from ddnn.data import Normalizer, batches
-from ddnn.engine.checkpoint import save_checkpoint
 from ddnn.engine.evaluate import evaluate
 from ddnn.engine.runtime import Runtime
-from ddnn.engine.summary import human, markdown_table
 from ddnn.errors import DdnnError
+from ddnn.text import human, markdown_table
 
 CPU_FP32 = Runtime(torch.device("cpu"), None, False)
 
@@ -96,7 +97,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out and not args.all and len(formats) == 1:
         targets = [(names[0], formats[0], Path(args.out))]
     else:
-        folder = Path(args.out) if args.out else run.folder / "export"
+        folder = Path(args.out) if args.out else run.folder / run_files.EXPORT
         targets = [(name, fmt, folder / f"{name}{SUFFIX[fmt]}") for fmt in formats for name in names]
     for name, fmt, path in targets:
         info = export_net(run, name, fmt, path, images)
@@ -117,7 +118,7 @@ def _export_switchable(args: argparse.Namespace, run, data, formats: list[str]) 
     if args.out and len(formats) == 1:
         targets = {formats[0]: Path(args.out)}
     else:
-        folder = Path(args.out) if args.out else run.folder / "export"
+        folder = Path(args.out) if args.out else run.folder / run_files.EXPORT
         targets = {fmt: folder / f"{stem(run)}{SUFFIX[fmt]}" for fmt in formats}
     for fmt, path in targets.items():
         info = export_switchable(run, fmt, path, images, accuracy)
@@ -156,16 +157,13 @@ def cmd_select(args: argparse.Namespace) -> int:
     from ddnn.deploy.select import Budget, explain, select
 
     folder = Path(args.run)
-    path = folder / "profile.json"
+    path = folder / run_files.PROFILE_JSON
     if not folder.is_dir():
         raise DdnnError(f"run folder {folder} does not exist")
     if not path.is_file():
-        raise DdnnError(f"{folder} has no profile.json; run `ddnn profile --run {folder}` first "
+        raise DdnnError(f"{folder} has no {path.name}; run `ddnn profile --run {folder}` first "
                         "(select ranks the nets by the accuracy and latency it measures)")
-    try:
-        profile = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DdnnError(f"{path} is not valid JSON ({err.msg}); run `ddnn profile --run {folder}` again") from None
+    profile = run_files.read_json(path, f"run `ddnn profile --run {folder}` again")
     budget = Budget(args.max_latency_ms, args.max_macs, args.max_params, args.batch)
     choice = select(profile, budget)
     print(explain(choice, budget))
@@ -175,7 +173,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from ddnn.deploy.calibrate import calibrate
+    from ddnn.models.calibrate import calibrate
     from ddnn.deploy.run import open_run
 
     if args.batches < 1 or (args.batch_size is not None and args.batch_size < 1):
@@ -205,13 +203,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print("\n".join(markdown_table(rows)))
     print(f"BN statistics of every net re-estimated from {images} training images ({n_batches} batches of up to {bs}, "
           f"bn={run.cfg.model.bn}); stored in {run.checkpoint} and used by eval, profile and export")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from ddnn.deploy.report import build_report
-
-    build_report([Path(p) for p in args.runs], Path(args.out))
     return 0
 
 
@@ -264,8 +255,3 @@ def add_parsers(sub) -> None:
     p.add_argument("--split", choices=["test", "val"], default="test", help="split for before/after accuracy")
     p.add_argument("--seed", type=int, default=0, help="which training images are drawn")
     p.set_defaults(func=cmd_calibrate)
-
-    p = sub.add_parser("report", help="plots and a table of one or more runs (seeds aggregated as mean ± std)")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders of run folders")
-    p.add_argument("--out", default="report", help="output folder (default ./report)")
-    p.set_defaults(func=cmd_report)

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ddnn.checkpoint import sha256_of
 from ddnn.deploy.run import TrainedRun
-from ddnn.engine.checkpoint import sha256_of
 from ddnn.errors import DdnnError
 
 TOLERANCE = 1e-4

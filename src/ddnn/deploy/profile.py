@@ -6,20 +6,20 @@ Latency is measured twice per net and batch size, side by side: the sub-net run 
 
 import contextlib
 import csv
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from ddnn.deploy.cost import MACS_NOTE, count_macs, count_params
+from ddnn import run_files
+from ddnn.data import InputSpec
 from ddnn.deploy.latency import time_interleaved
 from ddnn.deploy.memory import peak_forward_memory
 from ddnn.engine.runtime import DTYPES, resolve_device
-from ddnn.engine.setup import InputSpec
-from ddnn.engine.summary import human, markdown_table
 from ddnn.errors import DdnnError
 from ddnn.methods import Method
+from ddnn.models.cost import MACS_NOTE, net_cost
+from ddnn.text import human, markdown_table
 
 
 @dataclass
@@ -42,7 +42,7 @@ def _context(device: torch.device, precision: str):
 
 def profile_method(method: Method, spec: InputSpec, opts: ProfileOptions,
                    accuracy: dict[str, dict[str, float | None]] | None = None) -> dict:
-    """The profile of every net of `method` (see the README for the fields); `accuracy` per net."""
+    """The profile of every net of `method` (docs/deploy.md shows its fields); `accuracy` per net."""
     if any(b < 1 for b in opts.batch_sizes) or opts.repeats < 1 or opts.warmup < 0:
         raise DdnnError("batch sizes and --repeats must be >= 1 and --warmup >= 0")
     device = resolve_device(opts.device)
@@ -57,8 +57,7 @@ def profile_method(method: Method, spec: InputSpec, opts: ProfileOptions,
     nets = {}
     for name, sub in method.nets().items():
         standalone = method.extract(name).eval()
-        row = {"blocks": list(sub.blocks), "params": count_params(standalone),
-               "macs": count_macs(standalone.float().cpu(), spec.shape),
+        row = {"blocks": list(sub.blocks), **net_cost(standalone, spec.shape),
                **(accuracy or {}).get(name, {"top1": None, "val_top1": None}),
                "latency_ms": {}, "peak_memory_bytes": {}}
         standalone = standalone.to(device).to(memory_format=fmt)
@@ -114,12 +113,12 @@ def format_profile(profile: dict) -> str:
 def write_profile(profile: dict, out: Path) -> list[Path]:
     """profile.json and profile.csv (one row per net) in the folder `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "profile.json").write_text(json.dumps(profile, indent=2) + "\n")
+    run_files.write_json(profile, out / run_files.PROFILE_JSON)
     fields = ["net", "blocks", "params", "macs", "top1", "val_top1"]
     for b in map(str, profile["batch_sizes"]):
         fields += [f"ms_b{b}_median", f"ms_b{b}_p10", f"ms_b{b}_p90", f"ms_b{b}_ddnn_median",
                    f"ratio_b{b}", f"peak_bytes_b{b}"]
-    with open(out / "profile.csv", "w", newline="") as fh:
+    with open(out / run_files.PROFILE_CSV, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for name, n in profile["nets"].items():
@@ -131,4 +130,4 @@ def write_profile(profile: dict, out: Path) -> list[Path]:
                         f"ms_b{b}_p90": lat["standalone"]["p90"], f"ms_b{b}_ddnn_median": lat["ddnn"]["median"],
                         f"ratio_b{b}": lat["ratio"], f"peak_bytes_b{b}": n["peak_memory_bytes"][b]}
             writer.writerow(row)
-    return [out / "profile.json", out / "profile.csv"]
+    return [out / run_files.PROFILE_JSON, out / run_files.PROFILE_CSV]

@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass
 
-from ddnn.engine.summary import human
 from ddnn.errors import DdnnError
+from ddnn.text import human
 
 
 @dataclass

@@ -25,13 +25,13 @@ import torch
 from torch import nn
 
 from ddnn import runtime
+from ddnn.checkpoint import sha256_of
 from ddnn.deploy import export
-from ddnn.deploy.cost import count_macs, count_params
 from ddnn.deploy.run import TrainedRun
-from ddnn.engine.checkpoint import sha256_of
 from ddnn.errors import DdnnError
 from ddnn.methods.ekd import EmbeddedKD
 from ddnn.models import DynamicNet
+from ddnn.models.cost import count_macs, count_params
 
 
 def stem(run: TrainedRun) -> str:

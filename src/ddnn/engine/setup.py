@@ -1,43 +1,20 @@
-"""From a config to the objects a run needs: dataset, method, and the input description."""
+"""From a config to the objects a run needs: the checks, the dataset, the method, the processes."""
 
-from dataclasses import dataclass
+import dataclasses
+import random
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from ddnn.config import Config
-from ddnn.data import Dataset, load_dataset
+from ddnn.data import Dataset, InputSpec, load_dataset
+from ddnn.engine.distributed import World, join_world
+from ddnn.engine.runtime import Runtime, resolve_runtime
 from ddnn.errors import DdnnError
 from ddnn.methods import Method
-from ddnn.models import ModelBuilder
-from ddnn.registry import METHODS
-
-
-@dataclass
-class InputSpec:
-    """What a checkpoint must remember about its data to rebuild and deploy its nets."""
-
-    num_classes: int
-    shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @classmethod
-    def of(cls, data: Dataset) -> "InputSpec":
-        return cls(data.num_classes, (data.channels, *data.image_size), tuple(data.mean), tuple(data.std))
-
-    def to_dict(self) -> dict:
-        return {"num_classes": self.num_classes, "shape": list(self.shape), "mean": list(self.mean), "std": list(self.std)}
-
-    def check(self, data: Dataset) -> Dataset:
-        """`data` if it still has this spec's shape and classes (the files may have changed since)."""
-        if (data.channels, *data.image_size) != tuple(self.shape) or data.num_classes != self.num_classes:
-            raise DdnnError(f"data {data.name} no longer matches the checkpoint's input "
-                            f"{list(self.shape)} / {self.num_classes} classes")
-        return data
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "InputSpec":
-        return cls(int(d["num_classes"]), tuple(d["shape"]), tuple(d["mean"]), tuple(d["std"]))
-
+from ddnn.models import ModelBuilder, family_of, resolve_subnets
+from ddnn.registry import DATASETS, METHODS
 
 def build_method(cfg: Config, spec: InputSpec) -> Method:
     """The configured method around the configured model, for data described by `spec`."""
@@ -45,7 +22,7 @@ def build_method(cfg: Config, spec: InputSpec) -> Method:
     builder = ModelBuilder(
         m.name, m.subnets, m.blocks, num_classes=spec.num_classes, in_channels=spec.shape[0], widths=m.widths,
         bn=m.bn, shortcut=m.shortcut, stem=m.stem, zero_init_residual=m.zero_init_residual,
-        cheap=m.cheap, cheap_groups=m.cheap_groups, head=m.head,
+        cheap=m.cheap, cheap_groups=m.cheap_groups, head=m.head, cheap_layout=m.cheap_layout,
     )
     return METHODS.get(cfg.method.name)(cfg.method, builder)
 
@@ -57,9 +34,6 @@ def load_data(cfg: Config) -> tuple[Dataset, InputSpec]:
 
 def check_config(cfg: Config) -> None:
     """Fail fast on names the registries don't know, before any data is loaded."""
-    from ddnn.models import family_of, resolve_subnets
-    from ddnn.registry import DATASETS
-
     DATASETS.get(cfg.data.name)
     METHODS.get(cfg.method.name)
     family, preset = family_of(cfg.model.name)
@@ -72,3 +46,31 @@ def check_config(cfg: Config) -> None:
     if cfg.model.init_from and not Path(cfg.model.init_from).expanduser().is_file():
         raise DdnnError(f"model.init_from file {cfg.model.init_from} does not exist; "
                         "give the path of a torchvision ResNet state_dict (.pth)")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def start(cfg: Config) -> tuple[Runtime, World]:
+    """This process's device and precision, and its place among the training processes (under
+    torchrun each process takes its own CUDA device)."""
+    runtime = resolve_runtime(cfg.runtime)
+    world = join_world(runtime.device)
+    if world.distributed and runtime.device.type == "cuda":
+        runtime = dataclasses.replace(runtime, device=torch.device("cuda", world.local_rank))
+        torch.cuda.set_device(runtime.device)
+    return runtime, world
+
+
+def resolve_distributed(cfg: Config, world: World) -> Config:
+    """`cfg` with the launch written in: processes, each one's share of the global batch, the LR used."""
+    d = cfg.distributed
+    if cfg.data.batch_size < world.size:
+        raise DdnnError(f"data.batch_size {cfg.data.batch_size} is the global batch and must be at least the "
+                        f"number of processes ({world.size})")
+    lr = cfg.optim.lr * (cfg.data.batch_size / d.reference_batch if d.lr_scaling == "linear" else 1.0)
+    per_rank = -(-cfg.data.batch_size // world.size)
+    return dataclasses.replace(cfg, distributed=dataclasses.replace(d, world_size=world.size, per_rank_batch=per_rank, lr=lr))

@@ -1,23 +1,7 @@
-"""Tables for the terminal and Markdown: the end-of-run table and the helpers other tables share."""
+"""The end-of-run table: results.json's nets for the terminal, in Markdown."""
 
-from ddnn.deploy.cost import MACS_NOTE
-
-
-def human(n: float, binary: bool = False) -> str:
-    """1234567 -> '1.23M' (or, with `binary`, powers of 1024: '1.18Mi')."""
-    scales = (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)) if binary else (("G", 1e9), ("M", 1e6), ("K", 1e3))
-    for unit, scale in scales:
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(int(n))
-
-
-def markdown_table(rows: list[tuple[str, ...]]) -> list[str]:
-    """Lines of an aligned Markdown table; rows[0] is the header."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return lines
+from ddnn.models.cost import MACS_NOTE
+from ddnn.text import human, markdown_table
 
 
 def format_table(results: dict) -> str:

@@ -1,92 +1,35 @@
 """The training loop. It never knows which method it runs: it sums the named loss terms, steps the
-optimizer, logs each term by name, and writes the run-output contract (DESIGN.md). Under torchrun it
-trains one slice of every global batch per process (engine/distributed.py); with `resume` it
-continues a run from its last checkpoint (engine/resume.py)."""
+optimizer and logs each term by name; the run folder (engine/run_folder.py) holds what it writes.
+Under torchrun it trains one slice of every global batch per process (engine/distributed.py); with
+`resume` it continues a run from its last checkpoint (engine/resume.py)."""
 
 import contextlib
 import dataclasses
-import json
 import math
-import random
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from ddnn.config import Config, to_dict
-from ddnn.data import Dataset, Normalizer, batches, num_batches
-from ddnn.deploy.cost import MACS_NOTE, count_macs, count_params
-from ddnn.engine.checkpoint import load_checkpoint, previous_of, save_checkpoint
-from ddnn.engine.distributed import World, average_gradients, join_world
+from ddnn.data import Normalizer, batches, num_batches
+from ddnn.engine.distributed import World, average_gradients
 from ddnn.engine.evaluate import evaluate
-from ddnn.engine.resume import (can_start_fresh, checkpoint_config, clean_partial_writes, find_last, rng_state,
-                               set_rng_state)
-from ddnn.engine.runtime import Runtime, resolve_runtime
+from ddnn.engine.resume import checkpoint_config, rng_state, set_rng_state
+from ddnn.engine.run_folder import RunFolder, can_start_fresh, check_out_dir, find_last, finished_results
 from ddnn.engine.schedule import make_optimizer, make_scheduler
-from ddnn.engine.setup import InputSpec, build_method, check_config, load_data
+from ddnn.engine.setup import build_method, check_config, load_data, resolve_distributed, seed_everything, start
 from ddnn.engine.summary import format_table
+from ddnn.engine.teachers import evaluate_teachers, load_teachers
+from ddnn.engine.tensorboard import EpochScalars, writer_class
 from ddnn.errors import DdnnError
 from ddnn.methods import Method
-
-
-def print_line(line: str) -> None:
-    """The default log: flushed, so progress shows in pipes and log files."""
-    print(line, flush=True)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def check_out_dir(out: Path) -> None:
-    """Refuse a run folder that already holds something (a previous run is never overwritten)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DdnnError(f"run folder {out} already exists and is not empty; choose another --out or remove it")
-
-
-def make_run_folder(out: Path) -> Path:
-    """Create the run folder (after every input check passed, so bad input leaves nothing behind)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DdnnError(f"cannot create run folder {out}: {err.strerror}; choose a writable --out") from None
-    return out
-
-
-def net_costs(method: Method, spec: InputSpec) -> dict[str, dict]:
-    """Blocks, parameters and MACs of every net, measured on its extracted standalone form."""
-    costs = {}
-    for name, sub in method.nets().items():
-        net = method.extract(name).float().cpu().to(memory_format=torch.contiguous_format)
-        costs[name] = {"blocks": list(sub.blocks), "params": count_params(net), "macs": count_macs(net, spec.shape)}
-    return costs
-
-
-def resolve_distributed(cfg: Config, world: World) -> Config:
-    """`cfg` with the launch written in: processes, each one's share of the global batch, the LR used."""
-    d = cfg.distributed
-    if cfg.data.batch_size < world.size:
-        raise DdnnError(f"data.batch_size {cfg.data.batch_size} is the global batch and must be at least the "
-                        f"number of processes ({world.size})")
-    lr = cfg.optim.lr * (cfg.data.batch_size / d.reference_batch if d.lr_scaling == "linear" else 1.0)
-    per_rank = -(-cfg.data.batch_size // world.size)
-    return dataclasses.replace(cfg, distributed=dataclasses.replace(d, world_size=world.size, per_rank_batch=per_rank, lr=lr))
-
-
-def _tensorboard_writer_class():
-    """torch's SummaryWriter, or a one-line error naming the extra to install."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise DdnnError("runtime.tensorboard=true needs the tensorboard package: pip install 'ddnn[tensorboard]'") from None
-    return SummaryWriter
+from ddnn.models.cost import MACS_NOTE, count_params
+from ddnn.models.pretrained import apply_init_from
+from ddnn.text import print_line
 
 
 class Trainer:
@@ -94,37 +37,20 @@ class Trainer:
 
     def __init__(self, cfg: Config, out: Path, log=None, resume: dict | None = None, restart: bool = False) -> None:
         """`resume`: a checkpoint of this run folder to continue from (its config is `cfg`); `restart`:
-        start afresh in a folder holding only what a run killed before its first checkpoint wrote."""
+        start afresh in a folder holding only what a run killed before its first checkpoint wrote.
+        Every input is checked before the run folder is made, so bad input leaves nothing behind."""
         check_config(cfg)
         self.out = Path(out)
-        self.runtime: Runtime = resolve_runtime(cfg.runtime)
-        self.world: World = join_world(self.runtime.device)
-        if self.world.distributed and self.runtime.device.type == "cuda":
-            self.runtime = dataclasses.replace(self.runtime, device=torch.device("cuda", self.world.local_rank))
-            torch.cuda.set_device(self.runtime.device)
-        say = log or print_line
-        self.log = say if self.world.is_main else (lambda line: None)
+        self.runtime, self.world = start(cfg)
+        self.log = (log or print_line) if self.world.is_main else (lambda line: None)
         if resume is None and not (restart and can_start_fresh(self.out)):
             check_out_dir(self.out)
-        tensorboard = _tensorboard_writer_class() if cfg.runtime.tensorboard and self.world.is_main else None
+        scalars = writer_class() if cfg.runtime.tensorboard and self.world.is_main else None
         seed_everything(cfg.train.seed)
         self.data, self.spec = load_data(cfg)
         self.cfg = cfg = resolve_distributed(cfg, self.world)
-        method = build_method(cfg, self.spec)
-        method.prepare_training(cfg, self.data, self.spec, self.runtime, self.log)  # e.g. kd's teachers
-        self.init_sha256 = None
-        if cfg.model.init_from and resume is None:
-            from ddnn.models.pretrained import apply_init_from
-
-            self.init_sha256 = apply_init_from(method, Path(cfg.model.init_from).expanduser(), self.log)
-        self.method = self.runtime.prepare(method)
-        self.model = self.method
-        if self.world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.method, device_ids=ids,
-                                                 find_unused_parameters=not self.method.uses_every_parameter)
+        self.method, self.init_sha256 = self._build_method(fresh=resume is None)
+        self.model = self._distribute(self.method)
         self.normalize = Normalizer(self.spec.mean, self.spec.std)
         self.steps_per_epoch = num_batches(self.data.train, cfg.data.batch_size)
         self.optimizer = make_optimizer(self.method.parameter_groups(cfg.optim.weight_decay),
@@ -136,14 +62,34 @@ class Trainer:
         if resume is not None:
             self._restore(resume)
         self.world.barrier()  # every process has checked the folder before the first one writes to it
-        if self.world.is_main:
-            if resume is None:
-                make_run_folder(self.out)
-            clean_partial_writes(self.out)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-            with open(self.out / "metrics.jsonl", "w") as fh:  # the checkpoint's history is the truth
-                fh.writelines(json.dumps(r) + "\n" for r in self.history)
-        self.tensorboard = tensorboard(str(self.out / "tensorboard")) if tensorboard else None
+        self.folder = RunFolder(self.out, writer=self.world.is_main)
+        self.folder.open(to_dict(cfg), self.history, fresh=resume is None)
+        self.tensorboard = EpochScalars(scalars, self.folder.tensorboard) if scalars else None
+
+    def _build_method(self, fresh: bool) -> tuple[Method, str | None]:
+        """The method on this process's device, its teachers attached (kd) and, for a new run, its
+        weights from `model.init_from`; also that file's sha256 (None without one)."""
+        cfg = self.cfg
+        method = build_method(cfg, self.spec)
+        if method.distils_from_teachers:
+            teachers = load_teachers(cfg.method.kd, self.spec)
+            notes = method.attach(teachers)
+            evaluate_teachers(teachers, self.data, self.spec, self.runtime, cfg.data.eval_batch_size, self.log)
+            for line in notes:
+                self.log(line)
+        init_sha256 = None
+        if cfg.model.init_from and fresh:
+            init_sha256 = apply_init_from(method, Path(cfg.model.init_from).expanduser(), self.log)
+        return self.runtime.prepare(method), init_sha256
+
+    def _distribute(self, method: Method) -> torch.nn.Module:
+        """What the training step calls: the method, or its DistributedDataParallel wrapper."""
+        if not self.world.distributed:
+            return method
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
+        return DistributedDataParallel(method, device_ids=ids, find_unused_parameters=not method.uses_every_parameter)
 
     def _restore(self, ckpt: dict) -> None:
         """Load a checkpoint's training state; a checkpoint of another model is a one-line error."""
@@ -167,19 +113,16 @@ class Trainer:
 
     # -- one epoch ---------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict:
-        cfg, rt = self.cfg, self.runtime
+        """One pass over the training split: {"lr" of the last step, mean "losses", "train_top1"}."""
+        cfg, rt, world = self.cfg, self.runtime, self.world
         self.method.train()
-        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=rt.device))
-        correct: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=rt.device))
-        counted: dict[str, int] = defaultdict(int)  # per net: a method may run only some nets per step
-        seen = 0
+        tally = _Tally(rt.device)
         show = sys.stderr.isatty() if cfg.runtime.progress == "auto" else cfg.runtime.progress
         stream = batches(self.data.train, cfg.data.batch_size, self.normalize,
                          shuffle_seed=cfg.train.seed * 100_003 + epoch, augment=cfg.data.augment,
                          crop_padding=cfg.data.crop_padding)
         bar = tqdm(stream, total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.train.epochs}",
                    disable=not show, leave=False, dynamic_ncols=True)
-        world = self.world
         for step, (x, y) in enumerate(bar):
             n_global = len(y)
             if world.distributed:
@@ -188,36 +131,30 @@ class Trainer:
                 part = world.slice(n_global)
                 x, y = x[part], y[part]
             x, y = rt.to_input(x), y.to(rt.device)
-            self.method.progress = epoch - 1 + step / self.steps_per_epoch
-            self.optimizer.zero_grad(set_to_none=True)
-            with self._gradient_sync():
-                with rt.autocast():
-                    losses, logits = self.model(x, y)
-                self._check_finite(losses, sum(losses.values()), epoch, step)
-                # DDP averages over processes: weigh each slice's loss by its share of the global batch
-                weight = len(y) * world.size / n_global if world.distributed else 1.0
-                weighted = {k: v * weight for k, v in losses.items()} if weight != 1.0 else losses
-                self.method.backward(weighted, self.scaler.scale, epoch)  # kd clips its Gram gradient
-            if self.sync_by_hand:
-                average_gradients(self.method, world)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            losses, logits = self._step(x, y, n_global, epoch, step)
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
-            for k, v in losses.items():
-                sums[k] += v.detach().float() * len(y)
-            for name, z in logits.items():
-                correct[name] += (z.detach().argmax(1) == y).sum()
-                counted[name] += len(y)
-            seen += len(y)
-        n_sums, n_nets = len(sums), len(correct)
-        totals = world.sum(torch.stack([*sums.values(), *correct.values(),
-                                        *(torch.tensor(float(counted[k]), device=rt.device) for k in correct),
-                                        torch.tensor(float(seen), device=rt.device)]).float()).tolist()
-        seen_all = totals[-1]
-        return {"lr": lr, "losses": {k: totals[i] / seen_all for i, k in enumerate(sums)},
-                "train_top1": {k: 100.0 * totals[n_sums + i] / totals[n_sums + n_nets + i]
-                               for i, k in enumerate(correct)}}
+            tally.add(losses, logits, y)
+        return {"lr": lr, **tally.totals(world)}
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, n_global: int, epoch: int, step: int):
+        """Forward, backward and optimizer step on this process's slice of a global batch of `n_global`."""
+        world = self.world
+        self.method.progress = epoch - 1 + step / self.steps_per_epoch
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._gradient_sync():
+            with self.runtime.autocast():
+                losses, logits = self.model(x, y)
+            self._check_finite(losses, sum(losses.values()), epoch, step)
+            # DDP averages over processes: weigh each slice's loss by its share of the global batch
+            weight = len(y) * world.size / n_global if world.distributed else 1.0
+            weighted = {k: v * weight for k, v in losses.items()} if weight != 1.0 else losses
+            self.method.backward(weighted, self.scaler.scale, epoch)  # kd clips its Gram gradient
+        if self.sync_by_hand:
+            average_gradients(self.method, world)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return losses, logits
 
     @property
     def sync_by_hand(self) -> bool:
@@ -276,12 +213,7 @@ class Trainer:
             if improved:
                 self.best_score, self.best_epoch = score, epoch
             if self.world.is_main:
-                ckpt = self._checkpoint()  # one snapshot for both files
-                if improved:
-                    save_checkpoint(ckpt, self.out / "best.pt")
-                save_checkpoint(ckpt, self.out / "last.pt")
-                with open(self.out / "metrics.jsonl", "a") as metrics:
-                    metrics.write(json.dumps(record) + "\n")
+                self.folder.save_epoch(self._checkpoint(), record, improved)  # one snapshot for both files
                 self._log_epoch(record, evaluated)
         seconds = sum(r["seconds"] for r in self.history)
         results = self.finish(self.best_epoch, seconds) if self.world.is_main else {}
@@ -289,76 +221,87 @@ class Trainer:
         return results
 
     def _log_epoch(self, record: dict, evaluated: dict[str, float]) -> None:
-        epochs = self.cfg.train.epochs
         accs = " ".join(f"{k} {v:.2f}" for k, v in evaluated.items())
         loss = sum(record["losses"].values())
-        self.log(f"epoch {record['epoch']:>3}/{epochs} lr {record['lr']:.4f} loss {loss:.4f} | "
+        self.log(f"epoch {record['epoch']:>3}/{self.cfg.train.epochs} lr {record['lr']:.4f} loss {loss:.4f} | "
                  f"{self.select_split} top1: {accs} | {record['seconds']:.1f}s")
         if self.tensorboard is not None:
-            step = record["epoch"]
-            self.tensorboard.add_scalar("lr", record["lr"], step)
-            for k, v in record["losses"].items():
-                self.tensorboard.add_scalar(f"loss/{k}", v, step)
-            for k, v in record["train_top1"].items():
-                self.tensorboard.add_scalar(f"train_top1/{k}", v, step)
-            for k, v in evaluated.items():
-                self.tensorboard.add_scalar(f"{self.select_split}_top1/{k}", v, step)
-            self.tensorboard.flush()
+            self.tensorboard.write(record, evaluated, self.select_split)
 
     def finish(self, best_epoch: int, seconds: float) -> dict:
         """Test top-1 of the final weights and of best.pt, costs per net; writes results.json."""
         final = self._evaluate("test")
         val = self._evaluate("val") if self.data.val is not None else None
         final_state = {k: v.clone() for k, v in self.method.state_dict().items()}
-        best = load_checkpoint(self.out / "best.pt")
-        self.method.load_state_dict(best["state"])
+        self.method.load_state_dict(self.folder.best()["state"])
         best_test = self._evaluate("test")
         best_val = self._evaluate("val") if self.data.val is not None else None
         self.method.load_state_dict(final_state)
-        costs = net_costs(self.method, self.spec)
-        results = {
-            "method": self.cfg.method.name, "dataset": self.cfg.data.name, "model": self.cfg.model.name,
-            "epochs": self.cfg.train.epochs, "seed": self.cfg.train.seed, "split": "test",
-            "selected_on": self.select_split, "best_epoch": best_epoch, "train_seconds": round(seconds, 2),
-            "device": str(self.runtime.device), "precision": self.runtime.precision,
-            "train_size": len(self.data.train), "test_size": len(self.data.test),
-            "val_size": 0 if self.data.val is None else len(self.data.val),
-            "macs_note": MACS_NOTE, "total_params": count_params(self.method),
-            "processes": self.world.size,
-            "init_from": None if self.init_sha256 is None else {"path": self.cfg.model.init_from,
-                                                                 "sha256": self.init_sha256},
-            "nets": {
-                name: {**costs[name], "top1": final[name], "best_top1": best_test[name],
-                       "val_top1": None if val is None else val[name]}
-                for name in final
-            },
-        }
+        results = self._results(best_epoch, seconds)
+        costs = self.method.net_costs(self.spec.shape)
+        results["nets"] = {name: {**costs[name], "top1": final[name], "best_top1": best_test[name],
+                                  "val_top1": None if val is None else val[name]} for name in final}
         results.update(self.method.extra_results(  # e.g. online: the best student of each checkpoint
             {"top1": final, "val_top1": val, "best_top1": best_test, "best_val_top1": best_val}, self.spec.shape))
-        (self.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        for name in ("best.pt", "last.pt"):  # the run is complete: the copies kept for a crash are not needed
-            previous_of(self.out / name).unlink(missing_ok=True)
+        self.folder.finish(results)
         if self.tensorboard is not None:
             self.tensorboard.close()
         self.log(format_table(results))
         self.log(f"trained in {seconds:.1f}s; run folder: {self.out}")
         return results
 
+    def _results(self, best_epoch: int, seconds: float) -> dict:
+        """results.json's description of the run (the nets and the method's entries follow)."""
+        cfg, data = self.cfg, self.data
+        return {
+            "method": cfg.method.name, "dataset": cfg.data.name, "model": cfg.model.name,
+            "epochs": cfg.train.epochs, "seed": cfg.train.seed, "split": "test",
+            "selected_on": self.select_split, "best_epoch": best_epoch, "train_seconds": round(seconds, 2),
+            "device": str(self.runtime.device), "precision": self.runtime.precision,
+            "train_size": len(data.train), "test_size": len(data.test),
+            "val_size": 0 if data.val is None else len(data.val),
+            "macs_note": MACS_NOTE, "total_params": count_params(self.method), "processes": self.world.size,
+            "init_from": None if self.init_sha256 is None else {"path": cfg.model.init_from, "sha256": self.init_sha256},
+        }
 
-def train(cfg: Config | None, out: Path, log=None, resume: bool = False) -> dict:
-    """Train `cfg` into `out`: results.json's content, or with `cfg.seeds` one run per seed under
-    `out` and the report's summary of them.
+
+class _Tally:
+    """An epoch's running sums: each loss term weighted by its batch, and per net the correct
+    predictions and the samples it saw (a method may run only some nets per step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
+        self.correct: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
+        self.counted: dict[str, int] = defaultdict(int)
+        self.seen = 0
+
+    def add(self, losses: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], y: torch.Tensor) -> None:
+        for k, v in losses.items():
+            self.sums[k] += v.detach().float() * len(y)
+        for name, z in logits.items():
+            self.correct[name] += (z.detach().argmax(1) == y).sum()
+            self.counted[name] += len(y)
+        self.seen += len(y)
+
+    def totals(self, world: World) -> dict:
+        """Mean loss terms and train top-1 per net over every process's samples."""
+        sums, correct, device = self.sums, self.correct, self.device
+        n_sums, n_nets = len(sums), len(correct)
+        totals = world.sum(torch.stack([*sums.values(), *correct.values(),
+                                        *(torch.tensor(float(self.counted[k]), device=device) for k in correct),
+                                        torch.tensor(float(self.seen), device=device)]).float()).tolist()
+        seen_all = totals[-1]
+        return {"losses": {k: totals[i] / seen_all for i, k in enumerate(sums)},
+                "train_top1": {k: 100.0 * totals[n_sums + i] / totals[n_sums + n_nets + i]
+                               for i, k in enumerate(correct)}}
+
+
+def train_run(cfg: Config | None, out: Path, log=None, resume: bool = False) -> dict:
+    """Train `cfg` into the run folder `out`: results.json's content.
 
     `resume`: continue the run in `out` from its last checkpoint if it has one, else start it there;
     `cfg` must then agree with the run's own config (None: use the run's own config)."""
-    from ddnn.engine.seeds import SEEDS_CONFIG, train_seeds
-
-    if cfg is None and (Path(out) / SEEDS_CONFIG).is_file():
-        from ddnn.config import saved_config
-
-        cfg = saved_config(yaml.safe_load((Path(out) / SEEDS_CONFIG).read_text()))
-    if cfg is not None and cfg.seeds:
-        return train_seeds(cfg, out, log, resume)
     if not resume:
         return Trainer(cfg, out, log).fit()
     say = log or print_line
@@ -368,8 +311,8 @@ def train(cfg: Config | None, out: Path, log=None, resume: bool = False) -> dict
             raise DdnnError(f"{out} holds no last.pt to resume; start the run with: ddnn train --out {out}")
         return Trainer(cfg, out, log, restart=True).fit()
     cfg = checkpoint_config(ckpt, cfg, Path(out))
-    results = Path(out) / "results.json"
-    if ckpt["epoch"] >= cfg.train.epochs and results.is_file():
+    finished = finished_results(out) if ckpt["epoch"] >= cfg.train.epochs else None
+    if finished is not None:
         say(f"ddnn: {out} already finished its {cfg.train.epochs} epochs; nothing to resume")
-        return json.loads(results.read_text())
+        return finished
     return Trainer(cfg, out, log, resume=ckpt).fit()

@@ -1,4 +1,4 @@
-"""Cross-layer Gram (FSP) matrices and their distillation loss (METHODS.md §2).
+"""Cross-layer Gram (FSP) matrices and their distillation loss (docs/methods.md, offline KD).
 
 G_ij = sum_{s,t} F1[s,t,i] * F2[s,t,j] / (h*w) for two feature maps of one net; when their
 resolutions differ the larger map is max-pooled to the smaller first. Cross-k pairs (P_a, P_{a+k})

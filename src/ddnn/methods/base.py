@@ -5,7 +5,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ddnn.models import ModelBuilder, SubNet
+from ddnn.models import DynamicNet, FeatureInfo, ModelBuilder, SubNet
+from ddnn.models.cost import net_cost
 
 # Builds the configured DDNN (called with no argument) or a standalone net of one depth (a SubNet).
 ModelFactory = ModelBuilder
@@ -21,6 +22,9 @@ class Method(nn.Module):
     progress: float = 0.0
     # False when a step may leave some parameters without a gradient (DDP must then look for them).
     uses_every_parameter: bool = True
+    # True for a method that distils from pre-trained teachers: the engine loads them (method.kd.*)
+    # and hands them to `attach` before the optimizer is made.
+    distils_from_teachers: bool = False
 
     def forward_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         raise NotImplementedError
@@ -33,26 +37,45 @@ class Method(nn.Module):
         """Every net this method trains and reports, by name (full net first)."""
         raise NotImplementedError
 
+    def locate(self, name: str) -> tuple[DynamicNet, str | None]:
+        """The DynamicNet that runs net `name`, and the sub-net to run in it (None: its full net)."""
+        raise NotImplementedError
+
+    # -- one net, wherever it lives ------------------------------------------------------------
     def predict(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """Logits of one net, for evaluation."""
-        raise NotImplementedError
+        net, sub = self.locate(name)
+        return net(x, sub)
 
     def extract(self, name: str) -> nn.Module:
         """One net as a plain standalone module (what gets profiled and deployed)."""
-        raise NotImplementedError
+        net, sub = self.locate(name)
+        return net.extract(sub)
 
     def feature_points(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and feature points P_0..P_L of one net: what a distilling method reads from a teacher."""
-        raise NotImplementedError
+        net, sub = self.locate(name)
+        return net.forward_intermediates(x, sub)
+
+    def feature_info(self, name: str) -> list[FeatureInfo] | None:
+        """What `feature_points` gives for net `name` (None: this method offers no feature points)."""
+        return self.locate(name)[0].feature_info
+
+    def net_costs(self, input_shape: tuple[int, ...]) -> dict[str, dict]:
+        """Blocks, parameters and MACs of every net, counted on its extracted standalone form."""
+        return {name: {"blocks": list(sub.blocks), **net_cost(self.extract(name), input_shape)}
+                for name, sub in self.nets().items()}
 
     # -- optional hooks of the training loop (the defaults are plain training) ------------------
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """The optimizer's parameter groups (a method may give some weights another decay)."""
         return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
 
-    def prepare_training(self, cfg, data, spec, runtime, log: Callable[[str], None]) -> None:
-        """Called once by the trainer before the run folder exists (bad input then leaves nothing
-        behind) and before the optimizer is built (so modules added here are trained)."""
+    def attach(self, teachers: list) -> list[str]:
+        """Take the engine's frozen teachers (methods/teachers.Teacher), for `distils_from_teachers`
+        methods; called before the run folder exists and before the optimizer is built. Returns
+        lines for the run's log."""
+        raise NotImplementedError(f"{type(self).__name__} does not distil from teachers")
 
     def backward(self, losses: dict[str, torch.Tensor], scale: Callable[[torch.Tensor], torch.Tensor],
                  epoch: int) -> None:

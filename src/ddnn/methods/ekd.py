@@ -2,16 +2,18 @@
 
 `ekd` adds Embedded Knowledge Distillation, where the full net teaches each sub-net in every
 iteration: KL on posteriors by default, plus attention on stage features in `ekd-paper` (the paper's
-terms; issue 8 measured the attention term costing accuracy). `ddnn` is the same net with CE only.
+terms, which cost accuracy where measured: docs/methods.md). `ddnn` is the same net with CE only.
+All three read their options from the method section of the config (config/schema.py: the defaults
+and the `ekd-paper` preset live there, nowhere else).
 """
 
+import dataclasses
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from ddnn.config import MethodConfig
 from ddnn.errors import DdnnError
 from ddnn.losses import attention_map, kl_distill, map_distance
 from ddnn.methods.base import Method, ModelFactory
@@ -23,7 +25,7 @@ class EmbeddedKD(Method):
     """L = CE(z_f) + sum_m [CE(z_m) + alpha*KL_T(z_f || z_m) + beta*sum_s D(A(F_m^s), A(F_f^s))]
           [+ gamma * KL_T(ensemble || z_f)].
 
-    Options beyond the paper (issue 8's ablations, README "EKD recipe"): `distill_warmup` ramps
+    Options beyond the paper (docs/methods.md has the formulas and the defaults): `distill_warmup` ramps
     alpha and beta linearly from 0 over that many epochs (the full net teaches only once it knows
     something); `ensemble` (gamma) lets the full net learn back from the detached mean posterior of
     all nets; `sample="sandwich"` runs the full net, the smallest sub-net and one random other
@@ -31,46 +33,34 @@ class EmbeddedKD(Method):
     full net, the sub-nets' KL target.
     """
 
-    def __init__(
-        self,
-        model: DynamicNet,
-        alpha: float = 1.0,
-        beta: float = 1.0,
-        temperature: float = 3.0,
-        attention: str = "zsum",
-        stages: Sequence[int] | None = None,
-        detach_teacher: bool = True,
-        reduce: str = "sum",
-        sub_ce: float = 1.0,
-        distill_warmup: float = 0.0,
-        ensemble: float = 0.0,
-        sample: str = "all",
-        shared_decay: str = "sum",
-        teacher: str = "full",
-    ) -> None:
+    def __init__(self, model: DynamicNet, cfg: MethodConfig) -> None:
+        """`cfg`: the method section of a config (its EKD fields: alpha, beta, temperature ...)."""
         super().__init__()
         self.model = model
-        self.alpha, self.beta, self.temperature = alpha, beta, temperature
-        self.attention = attention
+        self.alpha, self.beta, self.temperature = cfg.alpha, cfg.beta, cfg.temperature
+        self.attention, self.at_reduction = cfg.attention, cfg.at_reduction
         n_stages = len(model.max_blocks)
-        self.stages = list(range(n_stages)) if stages is None else list(stages)
+        self.stages = list(range(n_stages)) if cfg.stages is None else list(cfg.stages)
         if any(not 0 <= s < n_stages for s in self.stages):
             raise DdnnError(f"method.stages {self.stages} must be stage indices 0..{n_stages - 1}")
-        self.detach_teacher = detach_teacher
-        self.sub_ce = sub_ce  # 0: sub-nets learn from the full net's posteriors only (in-place distillation)
-        self.distill_warmup, self.ensemble, self.sample = distill_warmup, ensemble, sample
-        self.shared_decay, self.teacher = shared_decay, teacher
-        self.uses_ensemble = ensemble != 0 or (teacher == "ensemble" and alpha != 0)
-        self.uses_every_parameter = sample == "all" or len(model.subnets) <= 3
+        self.detach_teacher = cfg.detach_teacher
+        self.sub_ce = cfg.sub_ce  # 0: sub-nets learn from the full net's posteriors only (in-place distillation)
+        self.distill_warmup, self.ensemble, self.sample = cfg.distill_warmup, cfg.ensemble, cfg.sample
+        self.shared_decay, self.teacher = cfg.shared_decay, cfg.teacher
+        self.uses_ensemble = self.ensemble != 0 or (self.teacher == "ensemble" and self.alpha != 0)
+        self.uses_every_parameter = self.sample == "all" or len(model.subnets) <= 3
         # "mean" divides every term by the number of nets, so the shared weights get one net's
         # worth of gradient scale instead of M+1 times it. "balanced" divides each parameter's
         # gradient by the number of nets that run it: every weight then moves as in one net's training.
-        self.scale = 1.0 / len(model.subnets) if reduce == "mean" else 1.0
-        if reduce == "balanced":
+        self.scale = 1.0 / len(model.subnets) if cfg.reduce == "mean" else 1.0
+        if cfg.reduce == "balanced":
             self._balance_gradients()
 
     def nets(self) -> dict[str, SubNet]:
         return dict(self.model.subnets)
+
+    def locate(self, name: str) -> tuple[DynamicNet, str | None]:
+        return self.model, name
 
     def _balance_gradients(self) -> None:
         users = self.model.users()
@@ -122,8 +112,8 @@ class EmbeddedKD(Method):
             if self.sub_ce != 0:
                 losses[f"ce.{sub.name}"] = self.sub_ce * F.cross_entropy(s_logits, y)
             if self.beta != 0:
-                att = sum(map_distance(attention_map(out.stages[s], self.attention), t_maps[s], self.attention)
-                          for s in self.stages)
+                att = sum(map_distance(attention_map(out.stages[s], self.attention), t_maps[s], self.attention,
+                                       self.at_reduction) for s in self.stages)
                 losses[f"att.{sub.name}"] = beta * att
         mean = ensemble_logits(list(logits.values()), self.temperature).detach() if self.uses_ensemble else None
         if self.alpha != 0:
@@ -136,15 +126,6 @@ class EmbeddedKD(Method):
             losses = {k: v * self.scale for k, v in losses.items()}
         return losses, logits
 
-    def predict(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        return self.model(x, name)
-
-    def extract(self, name: str) -> nn.Module:
-        return self.model.extract(name)
-
-    def feature_points(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        out = self.model(x, name, features=True)
-        return out.logits, self.model.feature_points(out)
 
 
 def ensemble_logits(logits: list[torch.Tensor], temperature: float) -> torch.Tensor:
@@ -154,22 +135,21 @@ def ensemble_logits(logits: list[torch.Tensor], temperature: float) -> torch.Ten
     return t * (torch.logsumexp(log_probs, dim=0) - math.log(len(logits)))
 
 
+# `ddnn`: the same DDNN and config with every net's CE at weight 1 and no distillation term;
+# `reduce`, `sample` and `shared_decay` still apply. The saved config keeps the section as given.
+CE_ONLY = {"alpha": 0.0, "beta": 0.0, "ensemble": 0.0, "sub_ce": 1.0, "stages": None}
+
+
 @METHODS.register("ekd", help="DDNN + Embedded Knowledge Distillation (full net teaches every sub-net)")
-def build_ekd(cfg, make_model: ModelFactory) -> EmbeddedKD:
-    return EmbeddedKD(
-        make_model(), alpha=cfg.alpha, beta=cfg.beta, temperature=cfg.temperature,
-        attention=cfg.attention, stages=cfg.stages, detach_teacher=cfg.detach_teacher, reduce=cfg.reduce,
-        sub_ce=cfg.sub_ce, distill_warmup=cfg.distill_warmup, ensemble=cfg.ensemble, sample=cfg.sample,
-        shared_decay=cfg.shared_decay, teacher=cfg.teacher,
-    )
+def build_ekd(cfg: MethodConfig, make_model: ModelFactory) -> EmbeddedKD:
+    return EmbeddedKD(make_model(), cfg)
 
 
-@METHODS.register("ekd-paper", help="EKD with the paper's literal terms (METHODS.md §1), for faithful comparisons")
-def build_ekd_paper(cfg, make_model: ModelFactory) -> EmbeddedKD:
-    return build_ekd(cfg, make_model)
+@METHODS.register("ekd-paper", help="EKD with the paper's literal terms (docs/methods.md), for faithful comparisons")
+def build_ekd_paper(cfg: MethodConfig, make_model: ModelFactory) -> EmbeddedKD:
+    return EmbeddedKD(make_model(), cfg)
 
 
 @METHODS.register("ddnn", help="DDNN trained jointly with CE only (EKD with alpha = beta = 0)")
-def build_ddnn(cfg, make_model: ModelFactory) -> EmbeddedKD:
-    return EmbeddedKD(make_model(), alpha=0.0, beta=0.0, reduce=cfg.reduce, sample=cfg.sample,
-                      shared_decay=cfg.shared_decay)
+def build_ddnn(cfg: MethodConfig, make_model: ModelFactory) -> EmbeddedKD:
+    return EmbeddedKD(make_model(), dataclasses.replace(cfg, **CE_ONLY))

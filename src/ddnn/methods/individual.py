@@ -21,19 +21,12 @@ class Individual(Method):
     def nets(self) -> dict[str, SubNet]:
         return {name: net.full for name, net in self.models.items()}
 
+    def locate(self, name: str) -> tuple[DynamicNet, str | None]:
+        return self.models[name], None
+
     def forward_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         logits = {name: net(x) for name, net in self.models.items()}
         return {f"ce.{name}": F.cross_entropy(z, y) for name, z in logits.items()}, logits
-
-    def predict(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        return self.models[name](x)
-
-    def extract(self, name: str) -> nn.Module:
-        return self.models[name].extract()
-
-    def feature_points(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        out = self.models[name](x, features=True)
-        return out.logits, self.models[name].feature_points(out)
 
 
 @METHODS.register("individual", help="each configured depth trained alone from scratch (the baseline)")

@@ -1,26 +1,30 @@
 """Offline distillation from an ensemble of pre-trained teachers with cross-layer Gram matrices
-(METHODS.md §2; Chou et al. 2021):
+(Chou et al. 2021; docs/methods.md):
 
     L = CE(z_S) + kl_weight * (1/K) sum_k KL_T(z_k || z_S) + lambda * (1/K) sum_k L_gram,k
 
-Teachers are frozen and live outside the module tree (not trained, not saved); the 1x1 conv + BN
-adapters that map a teacher point to the student's width are trained with the student, saved in the
-checkpoint, and never part of the extracted student. The Gram-loss gradient is clipped against the
-CE + KL gradient per parameter tensor (`method.kd.clip`).
+Teachers are loaded by the engine and handed in (`attach`); they are frozen and live outside the
+module tree (not trained, not saved). The 1x1 conv + BN adapters that map a teacher point to the
+student's width are trained with the student, saved in the checkpoint, and never part of the
+extracted student. The Gram-loss gradient is clipped per parameter tensor (`method.kd.clip`) against
+the CE gradient, as the paper's eq. (14) and the code it follows (`method.kd.task_norm=ce+kl`:
+against CE + KL, ddnn before issue 19).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddnn.config import KDConfig
 from ddnn.errors import DdnnError
 from ddnn.losses import combine_gradients, cross_pairs, gram_loss, kl_distill
 from ddnn.methods.base import Method, ModelFactory
-from ddnn.methods.teachers import Teacher, load_teacher
+from ddnn.methods.teachers import Teacher
 from ddnn.models import DynamicNet, SubNet
 from ddnn.registry import METHODS
 
 GRAM = "gram."
+CE = "ce."
 
 
 def adapter(cin: int, cout: int) -> nn.Sequential:
@@ -29,13 +33,14 @@ def adapter(cin: int, cout: int) -> nn.Sequential:
 
 
 class OfflineKD(Method):
-    def __init__(self, student: DynamicNet, kd) -> None:
+    distils_from_teachers = True
+
+    def __init__(self, student: DynamicNet, kd: KDConfig) -> None:
         super().__init__()
         self.student = student
         self.kd = kd
         self.adapters = nn.ModuleDict()  # "t<k>_p<i>": teacher k's point i -> the student's width
         self.__dict__["_teachers"] = []  # frozen teachers, outside the module tree
-        self.teacher_info: list[dict] = []
         self.pairs: list[tuple[int, int]] = []
 
     @property
@@ -45,26 +50,14 @@ class OfflineKD(Method):
     def nets(self) -> dict[str, SubNet]:
         return {self.name: self.student.full}
 
-    def predict(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        return self.student(x)
-
-    def extract(self, name: str) -> nn.Module:
-        return self.student.extract()
-
-    def feature_points(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        out = self.student(x, features=True)
-        return out.logits, self.student.feature_points(out)
+    def locate(self, name: str) -> tuple[DynamicNet, str | None]:
+        return self.student, None
 
     # -- teachers --------------------------------------------------------------------------
-    def attach(self, teachers: list[Teacher], shape: tuple[int, ...]) -> None:
-        """Use `teachers` (for inputs of `shape`): check their feature points against the student's
-        and build the adapters. Called before the optimizer is made, so the adapters are trained."""
-        probe = torch.zeros(2, *shape)
-        was = self.student.training
-        with torch.no_grad():
-            self.student.eval()
-            s_points = self.feature_points(probe, self.name)[1]
-            self.student.train(was)
+    def attach(self, teachers: list[Teacher]) -> list[str]:
+        """Use `teachers`: check their feature points against the student's and build the adapters.
+        Called before the optimizer is made, so the adapters are trained. Returns lines for the log."""
+        s_points = self.student.feature_info
         n = len(s_points)
         if self.kd.gram_weight and self.kd.cross > n - 1:
             raise DdnnError(f"method.kd.cross={self.kd.cross} needs {self.kd.cross + 1} feature points but the "
@@ -72,41 +65,21 @@ class OfflineKD(Method):
         self.pairs = cross_pairs(n, self.kd.cross)
         self.adapters = nn.ModuleDict()
         for k, teacher in enumerate(teachers):
-            t_points = teacher(probe.to(teacher.scale))[1]
+            t_points = teacher.feature_info
             if len(t_points) != n:
                 raise DdnnError(f"teacher {k + 1} ({teacher.net}) has {len(t_points)} feature points but the student "
                                 f"{self.name} has {n}; distil between nets with the same number of stages")
             for i, (t, s) in enumerate(zip(t_points, s_points)):
-                if t.shape[1] != s.shape[1] and self.kd.gram_weight:
+                if t.channels != s.channels and self.kd.gram_weight:
                     if self.kd.adapters == "off":
-                        raise DdnnError(f"teacher {k + 1} has {t.shape[1]} channels at point {i}, the student "
-                                        f"{s.shape[1]}; set method.kd.adapters=auto to map them with a 1x1 conv")
-                    self.adapters[f"t{k}_p{i}"] = adapter(t.shape[1], s.shape[1])
+                        raise DdnnError(f"teacher {k + 1} has {t.channels} channels at point {i}, the student "
+                                        f"{s.channels}; set method.kd.adapters=auto to map them with a 1x1 conv")
+                    self.adapters[f"t{k}_p{i}"] = adapter(t.channels, s.channels)
         self.__dict__["_teachers"] = list(teachers)
-
-    def prepare_training(self, cfg, data, spec, runtime, log) -> None:
-        """Load, check and evaluate every teacher before the run folder exists."""
-        from ddnn.data import Normalizer
-        from ddnn.engine.evaluate import evaluate
-
-        loaded = [load_teacher(ref, self.kd, spec) for ref in self.kd.teachers]
-        self.attach([t for t, _ in loaded], tuple(spec.shape))
-        split_name = "val" if data.val is not None else "test"
-        split = data.val if data.val is not None else data.test
-        self.teacher_info = []
-        for k, (teacher, info) in enumerate(loaded):
-            runtime.prepare(teacher)
-            # the student's normalisation followed by the teacher's re-normalisation is the teacher's own
-            top1 = evaluate(_TeacherAsMethod(teacher), split, Normalizer(spec.mean, spec.std), runtime,
-                            cfg.data.eval_batch_size)["teacher"]
-            self.teacher_info.append({**info, f"{split_name}_top1": top1})
-            log(f"teacher {k + 1}/{len(loaded)}: {info['net']} from {info['checkpoint']} "
-                f"({split_name} top-1 {top1:.2f} %, sha256 {info['sha256'][:12]})")
-        if self.adapters:
-            log(f"adapters (train-only, 1x1 conv + BN): {', '.join(self.adapters)}")
+        return [f"adapters (train-only, 1x1 conv + BN): {', '.join(self.adapters)}"] if self.adapters else []
 
     def extra_results(self, top1=None, input_shape=None) -> dict:
-        return {"teachers": self.teacher_info,
+        return {"teachers": [t.info for t in self._teachers],
                 "kd": {"pairs": [list(p) for p in self.pairs], "adapters": list(self.adapters)}}
 
     # -- training --------------------------------------------------------------------------
@@ -115,8 +88,8 @@ class OfflineKD(Method):
         if not teachers:
             raise DdnnError("method kd has no teachers loaded; train it with `ddnn train` (method.kd.teachers)")
         kd, name = self.kd, self.name
-        logits, s_points = self.feature_points(x, name)
-        losses = {f"ce.{name}": F.cross_entropy(logits, y)}
+        logits, s_points = self.student.forward_intermediates(x)
+        losses = {f"{CE}{name}": F.cross_entropy(logits, y)}
         kl, gram = 0.0, 0.0
         for k, teacher in enumerate(teachers):
             t_logits, t_points = teacher(x)
@@ -133,18 +106,30 @@ class OfflineKD(Method):
         return losses, {name: logits}
 
     def backward(self, losses, scale, epoch: int) -> None:
-        """CE + KL gradient plus the Gram-loss gradient clipped per tensor (`method.kd.clip`);
-        `epoch` counts from 1, the clipping rules see the finished epochs (epoch - 1)."""
+        """CE + KL gradient plus the Gram-loss gradient clipped per tensor (`method.kd.clip`) against
+        the norm of the CE gradient (`task_norm=ce`) or of CE + KL (`ce+kl`); `epoch` counts from 1,
+        the clipping rules see the finished epochs (epoch - 1). With `ce` and a KL term this takes a
+        third backward pass (CE, KL and Gram gradients apart)."""
         distill = [v for k, v in losses.items() if k.startswith(GRAM)]
         if self.kd.clip == "none" or not distill:
             return super().backward(losses, scale, epoch)
-        task = sum(v for k, v in losses.items() if not k.startswith(GRAM))
         params = [p for p in self.parameters() if p.requires_grad]
-        g_task = torch.autograd.grad(scale(task), params, retain_graph=True, allow_unused=True)
-        g_dist = torch.autograd.grad(scale(sum(distill)), params, allow_unused=True)
-        for p, g in zip(params, combine_gradients(list(g_task), list(g_dist), self.kd.clip, epoch - 1)):
-            if g is not None:
-                p.grad = g if p.grad is None else p.grad + g
+
+        def grads(terms: list[torch.Tensor], last: bool = False) -> list[torch.Tensor | None]:
+            return list(torch.autograd.grad(scale(sum(terms)), params, retain_graph=not last, allow_unused=True))
+
+        task = [v for k, v in losses.items() if not k.startswith(GRAM)]
+        rest: list[torch.Tensor] = []  # task terms outside the clipping norm (the KL, with task_norm=ce)
+        if self.kd.task_norm == "ce":
+            rest = [v for k, v in losses.items() if not k.startswith((GRAM, CE))]
+            task = [v for k, v in losses.items() if k.startswith(CE)]
+        g_rest = grads(rest) if rest else [None] * len(params)
+        g_task, g_dist = grads(task), grads(distill, last=True)
+        combined = combine_gradients(g_task, g_dist, self.kd.clip, epoch - 1)
+        for p, g, extra in zip(params, combined, g_rest):
+            for part in (g, extra):
+                if part is not None:
+                    p.grad = part if p.grad is None else p.grad + part
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Without teachers (evaluating or deploying a kd run) the train-only adapters are not built:
@@ -152,20 +137,6 @@ class OfflineKD(Method):
         if not len(self.adapters):
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith("adapters.")}
         return super().load_state_dict(state_dict, strict, assign)
-
-
-class _TeacherAsMethod(Method):
-    """A teacher seen as a one-net method, so the standard evaluation loop measures it."""
-
-    def __init__(self, teacher: Teacher) -> None:
-        super().__init__()
-        self.__dict__["teacher"] = teacher
-
-    def nets(self) -> dict[str, SubNet]:
-        return {"teacher": SubNet("teacher", ())}
-
-    def predict(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        return self.teacher(x)[0]
 
 
 @METHODS.register("kd", help="offline KD from pre-trained teachers: KL + cross-layer Gram matrices, clipped")

@@ -1,4 +1,4 @@
-"""Online distillation (METHODS.md §3): m students learn together with a teacher built on them.
+"""Online distillation (docs/methods.md): m students learn together with a teacher built on them.
 
 The students are independently initialised copies of the configured net (usually its cheap-conv
 form, `model.cheap`); the teacher has no backbone of its own: it concatenates the students'
@@ -6,6 +6,9 @@ last-stage feature maps, then BN, ReLU, global average pooling and a new classif
 pre-trained teacher and nothing is detached, so teacher and students learn from each other:
 
     L = CE(z_t) + sum_j [ CE(z_j) + T^2 * KL(softmax_T(z_t) || softmax_T(z_j)) ]
+
+The KL is averaged over the batch (`kl_reduction=batchmean`, the formula) or over batch x classes
+(`mean`, 1/C of it: what the authors' code computes, docs/departures.md).
 
 After training the student with the best validation top-1 is the run's deployable net.
 """
@@ -18,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddnn.deploy.cost import count_macs, count_params
+from ddnn.config import OnlineConfig
 from ddnn.errors import DdnnError
 from ddnn.losses import kl_distill
 from ddnn.methods.base import Method, ModelFactory
-from ddnn.models import DynamicNet, SubNet
+from ddnn.models import DynamicNet, FeatureInfo, SubNet
+from ddnn.models.cost import net_cost
 from ddnn.registry import METHODS
 
 TEACHER = "teacher"
@@ -50,13 +54,13 @@ class Ensemble(nn.Module):
 
 
 def online_loss(teacher: torch.Tensor, students: list[torch.Tensor], y: torch.Tensor,
-                temperature: float) -> dict[str, torch.Tensor]:
+                temperature: float, kl_reduction: str = "batchmean") -> dict[str, torch.Tensor]:
     """The named terms of L: ce.teacher, and per student j ce.student<j> and kl.student<j>
-    (T^2 * KL(softmax_T(z_t) || softmax_T(z_j)), batch mean); no term is detached."""
+    (T^2 * KL(softmax_T(z_t) || softmax_T(z_j)), batch mean or batch x class mean); no term is detached."""
     losses = {f"ce.{TEACHER}": F.cross_entropy(teacher, y)}
     for j, z in enumerate(students):
         losses[f"ce.student{j}"] = F.cross_entropy(z, y)
-        losses[f"kl.student{j}"] = kl_distill(teacher, z, temperature)
+        losses[f"kl.student{j}"] = kl_distill(teacher, z, temperature, kl_reduction)
     return losses
 
 
@@ -66,22 +70,32 @@ def best_student(top1: dict[str, float], students: list[str]) -> str:
 
 
 class OnlineDistillation(Method):
-    def __init__(self, students: list[DynamicNet], num_classes: int, temperature: float = 4.0,
+    def __init__(self, students: list[DynamicNet], num_classes: int, cfg: OnlineConfig,
                  standard: DynamicNet | None = None) -> None:
+        """`students`: the m nets (cfg.students of them, built by `build_online`); `standard`: the
+        standard-convolution form of one, for cost reports only."""
         super().__init__()
         if len(students) < 2:
             raise DdnnError(f"online distillation needs at least 2 students, got {len(students)}")
         self.students = nn.ModuleList(students)
         self.names = [net.full.name for net in students]
-        width = _last_stage_channels(students[0])
+        width = students[0].feature_info[-1].channels  # the last stage's output
         self.head = TeacherHead(width * len(students), num_classes)
-        self.temperature = temperature
+        self.temperature, self.kl_reduction = cfg.temperature, cfg.kl_reduction
         self.__dict__["standard"] = standard  # the standard-conv net, for cost reports only (not trained)
 
     def nets(self) -> dict[str, SubNet]:
         nets = {net.full.name: net.full for net in self.students}
         nets[TEACHER] = SubNet(TEACHER, self.students[0].full.blocks)
         return nets
+
+    def locate(self, name: str) -> tuple[DynamicNet, str | None]:
+        """A student (the teacher is no DynamicNet: `predict` and `extract` build it)."""
+        return self.students[self.names.index(name)], None
+
+    def feature_info(self, name: str) -> list[FeatureInfo] | None:
+        """None: an online run is not offered as a kd teacher (its own teacher has no feature points)."""
+        return None
 
     def _teacher_logits(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.head(torch.cat(features, dim=1))
@@ -91,17 +105,17 @@ class OnlineDistillation(Method):
         teacher = self._teacher_logits([o.stages[-1] for o in outs])
         logits = {name: o.logits for name, o in zip(self.names, outs)}
         logits[TEACHER] = teacher
-        return online_loss(teacher, [o.logits for o in outs], y, self.temperature), logits
+        return online_loss(teacher, [o.logits for o in outs], y, self.temperature, self.kl_reduction), logits
 
     def predict(self, x: torch.Tensor, name: str) -> torch.Tensor:
         if name == TEACHER:
             return self._teacher_logits([net(x, features=True).stages[-1] for net in self.students])
-        return self.students[self.names.index(name)](x)
+        return super().predict(x, name)
 
     def extract(self, name: str) -> nn.Module:
         if name == TEACHER:
             return Ensemble([net.extract()[:-1] for net in self.students], copy.deepcopy(self.head)).train(self.training)
-        return self.students[self.names.index(name)].extract()
+        return super().extract(name)
 
     def default_net(self, val_top1: Callable[[], dict[str, float]]) -> str:
         """The best student by validation top-1: what the run deploys when no net is named."""
@@ -117,28 +131,14 @@ class OnlineDistillation(Method):
                                "std_top1": statistics.stdev(accs), "min_top1": min(accs), "max_top1": max(accs)}
         summary["teacher_top1"] = top1["top1"][TEACHER]
         if self.standard is not None:
-            student, standard = (net.extract().float().cpu() for net in (self.students[0], self.standard))
-            summary["standard_net"] = {"params": count_params(standard), "macs": count_macs(standard, input_shape)}
-            summary["student_net"] = {"params": count_params(student), "macs": count_macs(student, input_shape)}
+            summary["standard_net"] = net_cost(self.standard.extract(), input_shape)
+            summary["student_net"] = net_cost(self.students[0].extract(), input_shape)
         return summary
 
     def _best(self, test: dict[str, float], val: dict[str, float] | None) -> dict:
         name = best_student(val if val is not None else test, self.names)
         return {"name": name, "top1": test[name], "val_top1": None if val is None else val[name],
                 "selected_on": "test" if val is None else "val"}
-
-
-def _last_stage_channels(net: DynamicNet) -> int:
-    """Channels of the net's last stage output: those of the last conv or BN of its last block."""
-    layers = [m for m in net.stages[-1][-1].modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
-    if not layers:
-        raise DdnnError(f"online distillation cannot tell the last-stage width of a {net.family} net")
-    last = layers[-1]
-    return last.num_features if isinstance(last, nn.BatchNorm2d) else last.out_channels
-
-
-def _num_classes(net: DynamicNet) -> int:
-    return [m for m in net.head.modules() if isinstance(m, nn.Linear)][-1].out_features
 
 
 @METHODS.register("online", help="m cheap students + a teacher built on their features, learning together")
@@ -149,4 +149,4 @@ def build_online(cfg, make_model: ModelFactory) -> OnlineDistillation:
     full = make_model.subnets[0].blocks
     students = [make_model(SubNet(f"student{j}", full)) for j in range(cfg.online.students)]
     standard = make_model(SubNet("standard", full), standard=True) if make_model.cheap else None
-    return OnlineDistillation(students, _num_classes(students[0]), cfg.online.temperature, standard)
+    return OnlineDistillation(students, make_model.num_classes, cfg.online, standard)

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from ddnn.errors import DdnnError, did_you_mean
 from ddnn.models.cheap import cheapen
-from ddnn.models.dynamic import DynamicNet, Features, SubNet
+from ddnn.models.dynamic import DynamicNet, FeatureInfo, Features, SubNet
 from ddnn.models.heads import private_head
 from ddnn.models import mobilenet, resnet, vgg
 from ddnn.models.resnet import Family
@@ -13,8 +13,8 @@ from ddnn.registry import MODELS
 # every model family, by name: ResNets, VGG and MobileNet
 FAMILIES: dict[str, Family] = {**resnet.FAMILIES, **vgg.FAMILIES, **mobilenet.FAMILIES}
 
-__all__ = ["FAMILIES", "DynamicNet", "Features", "ModelBuilder", "SubNet", "build_model", "cheapen", "family_of",
-           "resolve_subnets"]
+__all__ = ["FAMILIES", "DynamicNet", "FeatureInfo", "Features", "ModelBuilder", "SubNet", "build_model", "cheapen",
+           "family_of", "resolve_subnets"]
 
 
 def _register() -> None:
@@ -75,7 +75,8 @@ class ModelBuilder:
     """Builds the configured DDNN, or a standalone net of one of its depths (for `individual`)."""
 
     def __init__(self, name: str, subnets: Sequence[str | Sequence[int]] = (), blocks: Sequence[int] | None = None,
-                 cheap: str | None = None, cheap_groups: int = 4, head: str = "shared", **options: object) -> None:
+                 cheap: str | None = None, cheap_groups: int = 4, head: str = "shared", cheap_layout: str = "ddnn",
+                 **options: object) -> None:
         self.family, preset = family_of(name)
         full = tuple(blocks) if blocks else preset
         if full is None:
@@ -87,7 +88,11 @@ class ModelBuilder:
         self.subnets = resolve_subnets(self.family, full, subnets)
         self.options = {k: v for k, v in options.items() if v is not None}
         self.options["widths"] = tuple(self.options.get("widths") or self.family.widths)
-        self.cheap, self.cheap_groups, self.head = cheap, cheap_groups, head
+        self.cheap, self.cheap_groups, self.head, self.cheap_layout = cheap, cheap_groups, head, cheap_layout
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.options["num_classes"])
 
     def __call__(self, subnet: SubNet | None = None, standard: bool = False) -> DynamicNet:
         """The configured net (or one depth of it); with `model.cheap` its blocks use cheap
@@ -95,7 +100,7 @@ class ModelBuilder:
         net = self.family.build([subnet] if subnet else self.subnets, **self.options)
         if self.head == "private" and len(net.subnets) > 1:
             net = private_head(net)
-        return net if standard or not self.cheap else cheapen(net, self.cheap, self.cheap_groups)
+        return net if standard or not self.cheap else cheapen(net, self.cheap, self.cheap_groups, self.cheap_layout)
 
 
 def build_model(
@@ -112,10 +117,11 @@ def build_model(
     cheap: str | None = None,
     cheap_groups: int = 4,
     head: str = "shared",
+    cheap_layout: str = "ddnn",
 ) -> DynamicNet:
     """Build a DDNN: `name` is a preset (resnet56) or a family (cifar_resnet, with `blocks`); `cheap`
     gives its blocks cheap convolutions (models/cheap.py)."""
     return ModelBuilder(
-        name, subnets, blocks, cheap, cheap_groups, head, num_classes=num_classes, in_channels=in_channels, widths=widths,
-        bn=bn, shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual,
+        name, subnets, blocks, cheap, cheap_groups, head, cheap_layout, num_classes=num_classes, in_channels=in_channels,
+        widths=widths, bn=bn, shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual,
     )()

@@ -37,6 +37,23 @@ class Features(NamedTuple):
     stages: list[torch.Tensor]
 
 
+class FeatureInfo(NamedTuple):
+    """One feature point P_i (timm's `feature_info`): where it is, its channels, and how many times
+    smaller than the input its maps are. Every sub-net has the same points (a stage's first block,
+    which changes width and resolution, always runs)."""
+
+    name: str  # "stem" or "stage<s>" (s from 0, as `method.stages` counts)
+    channels: int
+    reduction: int
+
+
+def feature_info(stem: tuple[int, int] | None, stages: Sequence[tuple[int, int]]) -> list[FeatureInfo]:
+    """The feature points of a family's net from its (channels, reduction) after the stem (None: an
+    empty stem, whose output would be the image itself) and after each stage."""
+    points = [FeatureInfo("stem", *stem)] if stem is not None else []
+    return points + [FeatureInfo(f"stage{s}", c, r) for s, (c, r) in enumerate(stages)]
+
+
 class ResidualBlock(Keyed):
     """relu(body(x) + shortcut(x)) with keyed (per-sub-net) normalisation inside; it runs as the
     plain `Residual` that `bind` (shared layers) or `to_static` (copies) makes for one sub-net."""
@@ -77,7 +94,9 @@ class DynamicNet(nn.Module):
         head: nn.Module,
         subnets: Sequence[SubNet],
         family: str,
+        features: Sequence[FeatureInfo],
     ) -> None:
+        """`features`: the feature points the builder made (see `feature_info`)."""
         super().__init__()
         self.stem = stem
         self.stages = nn.ModuleList(nn.ModuleList(blocks) for blocks in stages)
@@ -88,6 +107,10 @@ class DynamicNet(nn.Module):
         if len(self.subnets) != len(subnets):
             raise DdnnError(f"sub-net names must be unique, got {[s.name for s in subnets]}")
         self.full = subnets[0]
+        self.feature_info = list(features)
+        if len(self.feature_info) != len(stages) + (len(list(stem.children())) > 0):
+            raise DdnnError(f"{family}: {len(self.feature_info)} feature points described for a stem and "
+                            f"{len(stages)} stages")
         if self.full.blocks != self.max_blocks:
             raise DdnnError(f"the first sub-net must be the full net {self.max_blocks}, got {self.full.blocks}")
         for s in subnets:
@@ -167,7 +190,13 @@ class DynamicNet(nn.Module):
     def feature_points(self, out: Features) -> list[torch.Tensor]:
         """The points P_0..P_L that feature distillation matches: the stem's output (unless the stem is
         empty, as VGG's, when it would be the input itself) and every stage's output."""
-        return ([out.stem] if len(list(self.stem.children())) else []) + list(out.stages)
+        return ([out.stem] if len(self.feature_info) > len(out.stages) else []) + list(out.stages)
+
+    def forward_intermediates(self, x: torch.Tensor, subnet: SubNet | str | None = None
+                              ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and the feature points P_0..P_L (as `feature_info` describes them) of one sub-net."""
+        out = self(x, subnet, features=True)
+        return out.logits, self.feature_points(out)
 
     def extract(self, subnet: SubNet | str | None = None) -> nn.Sequential:
         """A plain nn.Sequential (torch.nn + `Residual`) computing exactly this sub-net."""

@@ -1,4 +1,4 @@
-"""MobileNet (v1-style, depthwise-separable blocks) as a DynamicNet for 64x64 inputs (METHODS.md §2).
+"""MobileNet (v1-style, depthwise-separable blocks) as a DynamicNet for 64x64 inputs (docs/methods.md, offline KD).
 
 Layer table (ours; the paper gives only a figure): stem 3x3/2 conv-BN-ReLU to 32 channels (64 -> 32
 px), then four stages of depthwise-separable blocks (3x3 depthwise conv-BN-ReLU, 1x1 pointwise
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ddnn.models.dynamic import DynamicNet, SubNet
+from ddnn.models.dynamic import DynamicNet, SubNet, feature_info
 from ddnn.models.norm import KeyedSequential
 from ddnn.models.common import check_widths, he_init
 from ddnn.models.plain import conv_bn_relu, stage_keys
@@ -27,15 +27,14 @@ def separable(cin: int, cout: int, stride: int, keys: Sequence[str], bn: str) ->
                            *conv_bn_relu(cin, cout, keys, bn, 1))
 
 
-def build_mobilenet(
-    subnets: Sequence[SubNet], num_classes: int, in_channels: int, widths: Sequence[int],
-    bn: str = "private", shortcut: str = "conv", stem: str | None = None, zero_init_residual: bool = False,
-) -> DynamicNet:
-    """MobileNet: 3x3/2 stem, stages of depthwise-separable blocks, global pool, FC."""
+def build_mobilenet(subnets: Sequence[SubNet], num_classes: int, in_channels: int, widths: Sequence[int],
+                    bn: str = "private", **_residual_options: object) -> DynamicNet:
+    """MobileNet: 3x3/2 stem, stages of depthwise-separable blocks, global pool, FC (stem, shortcut and
+    zero_init_residual do not apply)."""
     full = subnets[0].blocks
     check_widths(widths, full)
     stem_mod = KeyedSequential(*conv_bn_relu(in_channels, STEM_WIDTH, [s.name for s in subnets], bn, 3, 2))
-    stages, cin = [], STEM_WIDTH
+    stages, cin, points = [], STEM_WIDTH, []
     for s, (n, width) in enumerate(zip(full, widths)):
         blocks = []
         for i in range(n):
@@ -43,8 +42,10 @@ def build_mobilenet(
             blocks.append(separable(cin, width, stride, stage_keys(subnets, s, i), bn))
             cin = width
         stages.append(blocks)
+        points.append((width, 2 ** (s + 1)))  # the stem halves the input, every later stage again
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
-    return he_init(DynamicNet(stem_mod, stages, head, subnets, "mobilenet"))
+    points = feature_info((STEM_WIDTH, 2), points)
+    return he_init(DynamicNet(stem_mod, stages, head, subnets, "mobilenet", points))
 
 
 FAMILIES: dict[str, Family] = {

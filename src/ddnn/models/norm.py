@@ -104,8 +104,7 @@ class _SharedNormView(nn.Module):
 
     def __init__(self, shared: SharedNorm, key: str) -> None:
         super().__init__()
-        self.shared = shared
-        self.key = key
+        self.shared, self.key = shared, key
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shared(x, self.key)

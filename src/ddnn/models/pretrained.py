@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ddnn.engine.checkpoint import read_torch_file, sha256_of
+from ddnn.checkpoint import read_torch_file, sha256_of
 from ddnn.errors import DdnnError
 from ddnn.models.dynamic import DynamicNet
 from ddnn.models.heads import PrivateLayer
@@ -141,7 +141,6 @@ def init_from_torchvision(
             f"init_from file has more blocks per stage {list(have)} than the model {list(want)}; "
             "use the model of the file's depth (its sub-nets take the prefix blocks) or a file of this depth"
         )
-    layout = _layout(net)
     fc_file, fc_net = state.get("fc.weight"), _classifiers(net)[0].weight
     head_differs = (fc_file is not None and fc_file.dim() == 2 and fc_file.shape[1] == fc_net.shape[1]
                     and fc_file.shape[0] != fc_net.shape[0])
@@ -149,9 +148,20 @@ def init_from_torchvision(
     if head_differs:
         notes.append(f"classifier not loaded: the file has {fc_file.shape[0]} classes, the model {fc_net.shape[0]} "
                      "(fine-tuning); it keeps its fresh init")
+    plan = _copy_plan(_layout(net), state, have, want, head_differs, allow_deeper_file)
+    with torch.no_grad():
+        for dst, src in plan:
+            dst.copy_(src)
+    return notes
+
+
+def _copy_plan(layout, state: Mapping[str, torch.Tensor], have: tuple[int, ...], want: tuple[int, ...],
+               skip_head: bool, allow_deeper_file: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(the net's tensor, the file's) for every entry of the layout, after checking that every key
+    the net needs is in the file with its shape and that the file holds nothing the net lacks."""
     plan = []
     for key, name, dsts in layout:
-        if head_differs and key.startswith("fc."):
+        if skip_head and key.startswith("fc."):
             continue
         if key not in state:
             if key.rsplit(".", 1)[1] in OPTIONAL:
@@ -173,10 +183,7 @@ def init_from_torchvision(
         if key not in known and not (deeper and allow_deeper_file):
             raise DdnnError(f"init_from file has '{key}', which the model lacks; "
                             "use a torchvision ResNet file of the model's family and depth")
-    with torch.no_grad():
-        for dst, src in plan:
-            dst.copy_(src)
-    return notes
+    return plan
 
 
 def apply_init_from(method: nn.Module, path: Path, log: Callable[[str], None] = print) -> str:

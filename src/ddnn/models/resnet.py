@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ddnn.models.common import check_widths, he_init
-from ddnn.models.dynamic import DynamicNet, ResidualBlock, SubNet
+from ddnn.models.dynamic import DynamicNet, ResidualBlock, SubNet, feature_info
 from ddnn.models.norm import KeyedSequential, keyed_norm
 from ddnn.models.static import PadShortcut
 
@@ -71,6 +71,7 @@ def _assemble(
     family: str,
     stem: KeyedSequential,
     stem_width: int,
+    stem_reduction: int,
     make_block: Callable[..., ResidualBlock],
     expansion: int,
     widths: Sequence[int],
@@ -83,7 +84,7 @@ def _assemble(
 ) -> DynamicNet:
     full = subnets[0].blocks
     check_widths(widths, full)
-    stages, cin = [], stem_width
+    stages, cin, points, reduction = [], stem_width, [], stem_reduction
     for s, (n, width, stride) in enumerate(zip(full, widths, strides)):
         blocks = []
         for i in range(n):
@@ -91,8 +92,10 @@ def _assemble(
             blocks.append(make_block(cin, width, stride if i == 0 else 1, keys, norm, shortcut))
             cin = width * expansion
         stages.append(blocks)
+        reduction *= stride
+        points.append((cin, reduction))
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
-    net = DynamicNet(stem, stages, head, subnets, family)
+    net = DynamicNet(stem, stages, head, subnets, family, feature_info((stem_width, stem_reduction), points))
     _init(net, zero_init_residual)
     return net
 
@@ -118,7 +121,7 @@ def build_cifar_resnet(
     keys = [s.name for s in subnets]
     stem_mod = KeyedSequential(_conv(in_channels, widths[0], 3), norm(widths[0], keys), nn.ReLU(inplace=True))
     strides = [1] + [2] * (len(widths) - 1)
-    return _assemble("cifar_resnet", stem_mod, widths[0], _basic_block, 1, widths, strides, subnets,
+    return _assemble("cifar_resnet", stem_mod, widths[0], 1, _basic_block, 1, widths, strides, subnets,
                      num_classes, norm, shortcut, zero_init_residual)
 
 
@@ -140,7 +143,7 @@ def _build_imagenet(family: str, block: Callable[..., ResidualBlock], expansion:
         norm = _Norms(bn)
         stem_mod = _imagenet_stem(in_channels, widths[0], stem, norm, [s.name for s in subnets])
         strides = [1] + [2] * (len(widths) - 1)
-        return _assemble(family, stem_mod, widths[0], block, expansion, widths, strides, subnets,
+        return _assemble(family, stem_mod, widths[0], 4 if stem == "imagenet" else 1, block, expansion, widths, strides, subnets,
                          num_classes, norm, "conv", zero_init_residual)
 
     build.__doc__ = f"ImageNet-style ResNet with {'bottleneck' if expansion == 4 else 'basic'} blocks."

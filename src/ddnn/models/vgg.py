@@ -1,4 +1,4 @@
-"""VGG as a DynamicNet (METHODS.md §2): VGG-11 (teacher) and VGG-6 (student) for 32x32 inputs.
+"""VGG as a DynamicNet (docs/methods.md, offline KD): VGG-11 (teacher) and VGG-6 (student) for 32x32 inputs.
 
 Four blocks of 3x3 conv-BN-ReLU layers (widths 64/128/256/512), a 2x2 max-pool after each block, then
 fully connected layers: VGG-11 = convs [2,2,2,2] + FC 1024-1024-classes, VGG-6 = convs [1,1,1,1] +
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ddnn.models.dynamic import DynamicNet, SubNet
+from ddnn.models.dynamic import DynamicNet, SubNet, feature_info
 from ddnn.models.norm import KeyedSequential
 from ddnn.models.common import check_widths, he_init
 from ddnn.models.plain import conv_bn_relu, empty_stem, stage_keys
@@ -20,10 +20,9 @@ from ddnn.models.resnet import Family
 
 
 def _build_vgg(family: str, hidden: Sequence[int]):
-    def build(
-        subnets: Sequence[SubNet], num_classes: int, in_channels: int, widths: Sequence[int],
-        bn: str = "private", shortcut: str = "conv", stem: str | None = None, zero_init_residual: bool = False,
-    ) -> DynamicNet:
+    def build(subnets: Sequence[SubNet], num_classes: int, in_channels: int, widths: Sequence[int],
+              bn: str = "private", **_residual_options: object) -> DynamicNet:
+        """(stem, shortcut and zero_init_residual do not apply to a net without stem or residual blocks)"""
         full = subnets[0].blocks
         check_widths(widths, full)
         stages, cin = [], in_channels
@@ -40,7 +39,8 @@ def _build_vgg(family: str, hidden: Sequence[int]):
             layers += [nn.Linear(features, h), nn.ReLU(inplace=True)]
             features = h
         layers.append(nn.Linear(features, num_classes))
-        return he_init(DynamicNet(empty_stem(), stages, nn.Sequential(*layers), subnets, family))
+        points = feature_info(None, [(w, 2 ** s) for s, w in enumerate(widths)])  # a 2x2 pool opens each later stage
+        return he_init(DynamicNet(empty_stem(), stages, nn.Sequential(*layers), subnets, family, points))
 
     build.__doc__ = f"VGG with FC {'-'.join(map(str, hidden))}-classes."
     return build

@@ -10,15 +10,18 @@ from pathlib import Path
 
 import yaml
 
-from ddnn.config import Config, to_dict
+from ddnn import run_files
+from ddnn.config import Config, saved_config, to_dict
+from ddnn.engine.distributed import process_rank
+from ddnn.engine.resume import checkpoint_config
+from ddnn.engine.run_folder import check_out_dir
 from ddnn.engine.setup import check_config
-
-SEEDS_CONFIG = "seeds-config.yaml"  # the config of the whole seeds run, so `--resume OUT` knows every seed
+from ddnn.engine.trainer import train_run
+from ddnn.errors import DdnnError
+from ddnn.text import print_line
 
 
 def parse_seeds(text: str) -> list[int]:
-    from ddnn.errors import DdnnError
-
     try:
         seeds = [int(s) for s in text.split(",")]
     except ValueError:
@@ -28,18 +31,29 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def train(cfg: Config | None, out: Path, log=None, resume: bool = False) -> dict:
+    """Train `cfg` into `out`: results.json's content, or with `cfg.seeds` one run per seed under
+    `out` and the report's summary of them.
+
+    `resume`: continue the run in `out` from its last checkpoint if it has one, else start it there;
+    `cfg` must then agree with the run's own config (None: use the run's own config)."""
+    seeds_config = Path(out) / run_files.SEEDS_CONFIG
+    if cfg is None and seeds_config.is_file():
+        cfg = saved_config(yaml.safe_load(seeds_config.read_text()))
+    if cfg is not None and cfg.seeds:
+        return train_seeds(cfg, out, log, resume)
+    return train_run(cfg, out, log, resume)
+
+
 def train_seeds(cfg: Config, out: Path, log=None, resume: bool = False) -> dict:
     """Train `cfg` once per seed in `cfg.seeds` into sibling folders; returns the report's summary.
     `resume`: finished seeds are kept, a stopped one continues, the rest start."""
-    from ddnn.deploy.report import build_report
-    from ddnn.engine.distributed import process_rank
-    from ddnn.engine.resume import checkpoint_config
-    from ddnn.engine.trainer import check_out_dir, print_line, train
+    from ddnn.experiments.report import build_report  # matplotlib: only when a report is written
 
     log = log or print_line
     check_config(cfg)
     out = Path(out)
-    saved = out / SEEDS_CONFIG
+    saved = out / run_files.SEEDS_CONFIG
     if resume and saved.is_file():
         checkpoint_config({"config": yaml.safe_load(saved.read_text())}, cfg, out)  # same experiment?
     elif process_rank() == 0 and not (resume and not out.exists()):
@@ -51,8 +65,8 @@ def train_seeds(cfg: Config, out: Path, log=None, resume: bool = False) -> dict:
     for seed in cfg.seeds:
         one = dataclasses.replace(cfg, seeds=None, train=dataclasses.replace(cfg.train, seed=seed))
         log(f"== seed {seed} ({len(folders) + 1}/{len(cfg.seeds)})")
-        train(one, out / f"seed{seed}", log, resume=resume)
-        folders.append(out / f"seed{seed}")
+        train_run(one, out / run_files.seed_folder(seed), log, resume=resume)
+        folders.append(out / run_files.seed_folder(seed))
     if process_rank() != 0:
         return {}
     return build_report(folders, out, log)

@@ -1,4 +1,4 @@
-"""Parameters and multiply-accumulates of a network.
+"""Parameters and multiply-accumulates of a network: the one place costs are counted.
 
 MACs = FLOPs / 2, where FLOPs are counted by torch.utils.flop_counter.FlopCounterMode (2 FLOPs per
 multiply-add of convolutions and matrix products; normalisation, activations and pooling are not
@@ -27,3 +27,11 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
         module(x)
     module.train(was_training)
     return counter.get_total_flops() // 2
+
+
+def net_cost(net: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """{"params", "macs"} of a standalone net (an extracted sub-net), counted in fp32 on the CPU.
+
+    The net itself is moved there (extracted nets are copies, so nothing else moves with it)."""
+    net = net.float().cpu().to(memory_format=torch.contiguous_format)
+    return {"params": count_params(net), "macs": count_macs(net, tuple(input_shape))}

@@ -6,16 +6,16 @@ training is visible at a glance. Plots use matplotlib's Figure directly (Agg), s
 and the caller's pyplot backend is left alone.
 """
 
-import json
 import statistics
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
-from ddnn.deploy.runs import Group, aggregate, compare, curves, expand_run_dirs, group_runs, read_run
-from ddnn.engine.summary import human, markdown_table as table
+from ddnn import run_files
+from ddnn.experiments.runs import Group, aggregate, compare, curves, expand_run_dirs, group_runs, read_run
 from ddnn.errors import DdnnError
+from ddnn.text import human, markdown_table as table
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -243,12 +243,12 @@ def build_report(run_dirs: list[Path], out_dir: Path, log=print) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DdnnError(f"cannot create report folder {out_dir}: {err.strerror}; choose another --out") from None
-    paths = {"markdown": out_dir / "report.md", "json": out_dir / "report.json",
-             "tradeoff": out_dir / "tradeoff.png", "curves": out_dir / "curves.png"}
+    paths = {"markdown": out_dir / run_files.REPORT_MD, "json": out_dir / run_files.REPORT_JSON,
+             "tradeoff": out_dir / run_files.TRADEOFF_PNG, "curves": out_dir / run_files.CURVES_PNG}
     text = markdown(summaries, comparison, groups, macs_note)
     paths["markdown"].write_text(text, encoding="utf-8")
     report = {"groups": summaries, "comparison": comparison, "macs_note": macs_note, "latency_note": latency_note(groups)}
-    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
+    run_files.write_json(report, paths["json"])
     split = "/".join(sorted({s["split"] for s in summaries}))
     dataset = "/".join(sorted({str(s["dataset"]) for s in summaries}))
     tradeoff_figure(summaries, split, dataset).savefig(paths["tradeoff"], dpi=130, bbox_inches="tight")

@@ -7,14 +7,28 @@ fast-moving weights (BN's exponential average), e.g. after a short run at a high
 """
 
 from collections.abc import Iterable
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from ddnn.methods import Method
 from ddnn.models.norm import PrivateNorm, SharedNorm
 
 Statistics = dict[str, dict[str, torch.Tensor]]  # norm module path -> {"mean", "var"}
+
+
+class Nets(Protocol):
+    """What calibration needs of the module that holds the nets (a training method): its modules,
+    its nets by name and a way to run one of them."""
+
+    training: bool
+
+    def named_modules(self): ...
+    def get_submodule(self, target: str) -> nn.Module: ...
+    def nets(self) -> dict: ...
+    def predict(self, x: torch.Tensor, name: str) -> torch.Tensor: ...
+    def eval(self): ...
+    def train(self, mode: bool = True): ...
 
 
 def _batchnorm_of(norm: nn.Module, key: str) -> nn.modules.batchnorm._BatchNorm | None:
@@ -27,7 +41,7 @@ def _batchnorm_of(norm: nn.Module, key: str) -> nn.modules.batchnorm._BatchNorm 
 
 
 @torch.no_grad()
-def estimate_statistics(method: Method, name: str, images: Iterable[torch.Tensor]) -> Statistics:
+def estimate_statistics(method: Nets, name: str, images: Iterable[torch.Tensor]) -> Statistics:
     """Net `name`'s exact average of per-batch BN statistics over `images`; the method is unchanged.
 
     Every BN of the net is reset, switched to a cumulative average (momentum None) and run in
@@ -54,13 +68,13 @@ def estimate_statistics(method: Method, name: str, images: Iterable[torch.Tensor
         method.train(was_training)
 
 
-def apply_statistics(method: Method, name: str, stats: Statistics) -> None:
+def apply_statistics(method: Nets, name: str, stats: Statistics) -> None:
     """Install net `name`'s calibrated statistics (as estimated above or read from a checkpoint)."""
     for path, s in stats.items():
         method.get_submodule(path).set_statistics(name, s["mean"], s["var"])
 
 
-def calibrate(method: Method, images_per_net, nets: Iterable[str] | None = None) -> dict[str, Statistics]:
+def calibrate(method: Nets, images_per_net, nets: Iterable[str] | None = None) -> dict[str, Statistics]:
     """Estimate and install statistics for every net; `images_per_net()` yields a fresh batch stream."""
     result = {}
     for name in nets or method.nets():

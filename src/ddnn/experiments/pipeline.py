@@ -1,5 +1,5 @@
 """Several runs described in one config, each stage a normal run folder: e.g. teachers -> assistant ->
-student for two-stage distillation (METHODS.md §2).
+student for two-stage distillation (docs/methods.md).
 
 A pipeline YAML has `name`, `common` (config keys every stage starts from) and `stages`, a list of
 `{name, config, teachers, seeds}`: `config` holds the stage's own keys, `teachers` names earlier
@@ -12,13 +12,17 @@ stages with their own seeds are trained once and shared.
 """
 
 import copy
-import json
 from pathlib import Path
 
 import yaml
 
-from ddnn.config import Config, _merge, _parse_override, find_config, from_dict, read_yaml
+from ddnn import run_files
+from ddnn.config import Config, apply_overrides, find_config, from_dict, merge_sections, read_yaml
+from ddnn.engine.run_folder import finished_results
+from ddnn.engine.setup import check_config
+from ddnn.engine.trainer import train_run
 from ddnn.errors import DdnnError
+from ddnn.text import print_line
 
 STAGE_KEYS = ("name", "config", "teachers", "seeds")
 
@@ -26,20 +30,6 @@ STAGE_KEYS = ("name", "config", "teachers", "seeds")
 def is_pipeline(ref: str) -> bool:
     """True when the config file `ref` describes a pipeline (a top-level `stages` list)."""
     return "stages" in read_yaml(find_config(ref))
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        elif isinstance(value, str) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], "name": value}  # `method: kd` keeps the section's other keys
-        elif isinstance(value, dict) and isinstance(out.get(key), str):
-            out[key] = {"name": out[key], **copy.deepcopy(value)}  # `method: kd`, then its kd keys
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 class Pipeline:
@@ -68,10 +58,7 @@ class Pipeline:
             name = str(stage["name"])
             if name in [s["name"] for s in self.stages] or "/" in name:
                 raise DdnnError(f"pipeline {path}: stage name '{name}' is repeated or contains '/'")
-            raw = _deep_merge(common, stage.get("config") or {})
-            for item in overrides:
-                keys, value = _parse_override(item)
-                _merge(raw, keys, value, item.split("=", 1)[0])
+            raw = apply_overrides(merge_sections(common, stage.get("config") or {}), overrides)
             raw["name"] = f"{self.name}-{name}"
             teachers = [str(t) for t in stage.get("teachers") or []]
             earlier = [s["name"] for s in self.stages]
@@ -80,7 +67,7 @@ class Pipeline:
                     raise DdnnError(f"pipeline stage '{name}': teacher '{t}' is neither an earlier stage "
                                     f"({', '.join(earlier) or 'none'}) nor an existing run folder or checkpoint")
             if teachers:
-                raw = _deep_merge(raw, {"method": {"kd": {"teachers": ["<from stages>"]}}})
+                raw = merge_sections(raw, {"method": {"kd": {"teachers": ["<from stages>"]}}})
             cfg = from_dict(raw)  # every key checked now, before any stage trains
             if cfg.seeds:
                 raise DdnnError(f"pipeline stage '{name}' sets the config key seeds; give the stage its own "
@@ -97,8 +84,8 @@ class Pipeline:
     def folders(self, stage: dict, out: Path, seed: int | None) -> list[tuple[Path, int | None]]:
         """(run folder, seed) of every run of a stage; seed None: the config's own train.seed."""
         if stage["seeds"]:
-            return [(out / stage["name"] / f"seed{s}", s) for s in stage["seeds"]]
-        return [((out if seed is None else out / f"seed{seed}") / stage["name"], seed)]
+            return [(out / stage["name"] / run_files.seed_folder(s), s) for s in stage["seeds"]]
+        return [((out if seed is None else out / run_files.seed_folder(seed)) / stage["name"], seed)]
 
     def configs(self, out: Path, seed: int | None) -> list[tuple[str, Path, Config]]:
         """(stage, folder, config) of every run in order, teachers resolved to earlier stages' folders."""
@@ -121,15 +108,12 @@ class Pipeline:
 
 def run_pipeline(ref: str, overrides: list[str], out: Path, seeds: list[int] | None = None, log=None) -> list[dict]:
     """Train every stage in order into `out`; returns the results of every run (finished ones reused)."""
-    from ddnn.engine.setup import check_config
-    from ddnn.engine.trainer import print_line, train
-
     log = log or print_line
     pipe = Pipeline(ref, overrides)
     for stage in pipe.stages:
         check_config(stage["cfg"])
     out = Path(out)
-    plan_file = out / "pipeline.yaml"
+    plan_file = out / run_files.PIPELINE
     plan = {"name": pipe.name, "overrides": list(overrides), "seeds": seeds,
             "stages": [{"name": s["name"], "teachers": s["teachers"], "seeds": s["seeds"], "config": s["raw"]}
                        for s in pipe.stages]}
@@ -144,11 +128,12 @@ def run_pipeline(ref: str, overrides: list[str], out: Path, seeds: list[int] | N
             if folder in seen:
                 continue  # a stage with its own seeds, shared by every pipeline seed
             seen.add(folder)
-            if (folder / "results.json").is_file():
+            finished = finished_results(folder)
+            if finished is not None:
                 log(f"== {pipe.name}: stage {stage} -> {folder} (finished earlier, reused)")
-                results.append(json.loads((folder / "results.json").read_text()))
+                results.append(finished)
                 continue
             log(f"== {pipe.name}: stage {stage} -> {folder}")
-            results.append(train(cfg, folder, log))
+            results.append(train_run(cfg, folder, log))
     return results
 

@@ -1,8 +1,9 @@
 """Reading finished run folders and pooling the seeds of one config, for `ddnn report`.
 
-A group is every run whose resolved config.yaml is the same once the keys that do not change what is
-trained are dropped (the seed, the run name, where the data lives, runtime settings). Its numbers
-are the mean and sample standard deviation (ddof=1) over those runs, per net.
+A group is every run whose resolved config.yaml is the same once the seed and the keys that do not
+change what is trained are dropped (config.INCIDENTAL_KEYS: the run name, where the data lives,
+runtime settings, the launch). Its numbers are the mean and sample standard deviation (ddof=1) over
+those runs, per net.
 """
 
 import json
@@ -14,10 +15,11 @@ from typing import Any
 
 import yaml
 
+from ddnn import run_files
+from ddnn.config import flatten, is_incidental
 from ddnn.errors import DdnnError
 
-# Dotted config keys (or prefixes ending in '.') that do not split runs into different groups.
-IGNORED_KEYS = ("name", "train.seed", "data.root", "runtime.")
+POOLED = "train.seed"  # besides the incidental keys, the one key whose runs are pooled into a group
 
 
 @dataclass
@@ -45,6 +47,9 @@ class Group:
     label: str = ""
 
 
+CUT_SHORT = "the run may have been cut short: train it again"
+
+
 # -- reading -----------------------------------------------------------------------------------
 
 def expand_run_dirs(paths: list[Path]) -> list[Path]:
@@ -55,25 +60,15 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
             raise DdnnError(f"run folder {path} does not exist; give folders written by ddnn train")
         if not path.is_dir():
             raise DdnnError(f"{path} is not a folder; give a run folder written by ddnn train (or a folder of runs)")
-        if (path / "results.json").is_file():
+        if (path / run_files.RESULTS).is_file():
             runs = [path]
         else:
-            runs = sorted(p.parent for p in path.rglob("results.json"))
+            runs = sorted(p.parent for p in path.rglob(run_files.RESULTS))
         if not runs:
             raise DdnnError(f"{path} has no results.json (nor any sub-folder with one): "
                             "is it a finished ddnn run? (train it with ddnn train)")
         found += [r for r in runs if r.resolve() not in {f.resolve() for f in found}]
     return found
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DdnnError(f"{path} is not valid JSON (line {err.lineno}: {err.msg}); "
-                        "the run may have been cut short: train it again") from None
-    except OSError as err:
-        raise DdnnError(f"cannot read {path}: {err.strerror}") from None
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -92,19 +87,8 @@ def _read_metrics(path: Path) -> list[dict]:
     return records
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{'train': {'seed': 0}} -> {'train.seed': 0}: configs compared and shown key by key."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
+    path = run_dir / run_files.CONFIG
     if not path.is_file():
         raise DdnnError(f"{run_dir} has no config.yaml, which ddnn report needs to group seeds: "
                         "is it a folder written by ddnn train?")
@@ -120,21 +104,21 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 def read_run(run_dir: Path) -> Run:
     """Everything ddnn report uses from one run folder; a damaged file is a one-line DdnnError."""
-    results = _read_json(run_dir / "results.json")
+    results = run_files.read_json(run_dir / run_files.RESULTS, CUT_SHORT)
     if not isinstance(results, dict) or not isinstance(results.get("nets"), dict) or not results["nets"]:
-        raise DdnnError(f"{run_dir / 'results.json'} has no 'nets': is it a results.json written by ddnn train?")
+        raise DdnnError(f"{run_dir / run_files.RESULTS} has no 'nets': is it a results.json written by ddnn train?")
     profile = None
-    if (run_dir / "profile.json").is_file():
-        profile = _read_json(run_dir / "profile.json")
+    if (run_dir / run_files.PROFILE_JSON).is_file():
+        profile = run_files.read_json(run_dir / run_files.PROFILE_JSON, CUT_SHORT)
         if not isinstance(profile, dict) or not isinstance(profile.get("nets"), dict):
-            raise DdnnError(f"{run_dir / 'profile.json'} has no 'nets'; run ddnn profile --run {run_dir} again")
-    return Run(run_dir, _read_config(run_dir), results, _read_metrics(run_dir / "metrics.jsonl"), profile)
+            raise DdnnError(f"{run_dir / run_files.PROFILE_JSON} has no 'nets'; run ddnn profile --run {run_dir} again")
+    return Run(run_dir, _read_config(run_dir), results, _read_metrics(run_dir / run_files.METRICS), profile)
 
 
 # -- grouping ----------------------------------------------------------------------------------
 
 def _ignored(key: str) -> bool:
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in IGNORED_KEYS)
+    return key == POOLED or is_incidental(key)
 
 
 def show_value(value: Any) -> str:

@@ -1,17 +1,17 @@
-"""`ddnn eval`: rebuild a run's method from its checkpoint and re-evaluate every net."""
+"""A trained method rebuilt from its checkpoint, and `ddnn eval`: every net re-evaluated."""
 
 from pathlib import Path
 
+from ddnn.checkpoint import load_checkpoint
 from ddnn.config import saved_config
-from ddnn.data import Normalizer, load_dataset
-from ddnn.engine.checkpoint import load_checkpoint
+from ddnn.data import InputSpec, Normalizer, load_dataset
 from ddnn.engine.evaluate import evaluate
 from ddnn.engine.runtime import resolve_runtime
-from ddnn.engine.setup import InputSpec, build_method
+from ddnn.engine.setup import build_method
 from ddnn.engine.summary import format_table
-from ddnn.engine.trainer import net_costs
 from ddnn.errors import DdnnError
 from ddnn.methods import Method
+from ddnn.models.calibrate import apply_statistics
 
 
 def load_method(path: Path, calibrated: bool = True) -> tuple[Method, dict]:
@@ -19,8 +19,6 @@ def load_method(path: Path, calibrated: bool = True) -> tuple[Method, dict]:
 
     BN statistics stored by `ddnn calibrate` are installed unless `calibrated` is False.
     """
-    from ddnn.deploy.calibrate import apply_statistics
-
     ckpt = load_checkpoint(path)
     cfg = saved_config(ckpt["config"])
     method = build_method(cfg, InputSpec.from_dict(ckpt["input"]))
@@ -35,6 +33,7 @@ def load_method(path: Path, calibrated: bool = True) -> tuple[Method, dict]:
 
 
 def evaluate_checkpoint(path: Path, split: str = "test", log=print) -> dict:
+    """Top-1 of every net of the checkpoint on `split`, with its costs; logs the table."""
     method, ckpt = load_method(path)
     cfg = saved_config(ckpt["config"])
     spec = InputSpec.from_dict(ckpt["input"])
@@ -45,7 +44,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", log=print) -> dict:
     runtime = resolve_runtime(cfg.runtime)
     method = runtime.prepare(method)
     top1 = evaluate(method, target, Normalizer(spec.mean, spec.std), runtime, cfg.data.eval_batch_size)
-    costs = net_costs(method, spec)
+    costs = method.net_costs(spec.shape)
     results = {"checkpoint": str(path), "epoch": ckpt["epoch"], "split": split, "selected_on": "val",
                "nets": {name: {**costs[name], "top1": top1[name]} for name in top1}}
     cal = ckpt.get("calibration")

@@ -1,0 +1,121 @@
+"""A run folder on disk: what `ddnn train` writes there, and in which order.
+
+The folder is made only after every input check passed (bad input leaves nothing behind). It then
+holds config.yaml and metrics.jsonl from the start, best.pt and last.pt from the first epoch on
+(best.pt first, so a folder with best copies and no last copy is a first epoch killed before its
+last.pt), and results.json once the run has finished. Checkpoints are written with the checksummed,
+keep-the-previous protocol of ddnn/checkpoint.py. Under torchrun only process 0 writes.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ddnn import run_files
+from ddnn.checkpoint import load_checkpoint, load_checkpoint_or_previous, previous_of, save_checkpoint
+from ddnn.errors import DdnnError
+
+# What a run folder holds before its first checkpoint; a folder with only these can start afresh.
+STARTUP_FILES = {run_files.CONFIG, run_files.METRICS, run_files.TENSORBOARD}
+# An epoch saves best.pt before last.pt: best copies with no last copy are from a first epoch killed
+# before its last.pt was in place, and starting afresh recomputes them bit for bit.
+FIRST_EPOCH_FILES = {run_files.BEST, previous_of(Path(run_files.BEST)).name}
+PARTIAL_WRITES = (".*.tmp", ".*.staged")  # what a killed save leaves behind (checkpoint.py's temp names)
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse a run folder that already holds something (a previous run is never overwritten)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DdnnError(f"run folder {out} already exists and is not empty; choose another --out or remove it")
+
+
+def can_start_fresh(out: Path) -> bool:
+    """True when `out` does not exist or holds only what a run writes before its first last.pt."""
+    out = Path(out)
+    if not out.exists():
+        return True
+    if not out.is_dir():
+        return False
+    names = {p.name for p in out.iterdir()}
+    if names & {run_files.LAST, previous_of(Path(run_files.LAST)).name}:
+        return False
+    return all(name in STARTUP_FILES | FIRST_EPOCH_FILES or name.endswith((".tmp", ".staged")) for name in names)
+
+
+def checkpoint_of(folder: Path, which: str = "best") -> Path:
+    """The `which` (best or last) checkpoint of a finished or running run folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DdnnError(f"run folder {folder} does not exist; give a folder written by `ddnn train`")
+    path = folder / run_files.checkpoint(which)
+    if not path.is_file():
+        raise DdnnError(f"run folder {folder} has no {path.name}; is it a ddnn run folder (train one with `ddnn train`)?")
+    return path
+
+
+def find_last(out: Path, log) -> dict[str, Any] | None:
+    """The checkpoint to resume `out` from (last.pt, or last.prev.pt if last.pt is damaged); None if neither exists."""
+    last = Path(out) / run_files.LAST
+    if not last.is_file() and not previous_of(last).is_file():
+        return None
+    ckpt, _ = load_checkpoint_or_previous(last, log)
+    return ckpt
+
+
+def finished_results(out: Path) -> dict | None:
+    """results.json of a finished run folder (None while it has not finished)."""
+    path = Path(out) / run_files.RESULTS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class RunFolder:
+    """The files of one run. `writer` is False in every process but the first under torchrun: such a
+    RunFolder writes nothing (the first process owns the folder)."""
+
+    def __init__(self, path: Path, writer: bool = True) -> None:
+        self.path = Path(path)
+        self.writer = writer
+
+    def open(self, config: dict, history: list[dict], fresh: bool) -> None:
+        """Make the folder (`fresh`) or take it over (resuming), drop a killed save's temp files, and
+        write config.yaml and metrics.jsonl; the checkpoint's history is the truth for the metrics."""
+        if not self.writer:
+            return
+        if fresh:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise DdnnError(f"cannot create run folder {self.path}: {err.strerror}; "
+                                "choose a writable --out") from None
+        for pattern in PARTIAL_WRITES:
+            for junk in self.path.glob(pattern):
+                junk.unlink(missing_ok=True)
+        (self.path / run_files.CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+        with open(self.path / run_files.METRICS, "w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in history)
+
+    def save_epoch(self, ckpt: dict, record: dict, improved: bool) -> None:
+        """One epoch's checkpoint (best.pt too when it `improved`, then last.pt) and metrics line."""
+        if not self.writer:
+            return
+        if improved:
+            save_checkpoint(ckpt, self.path / run_files.BEST)
+        save_checkpoint(ckpt, self.path / run_files.LAST)
+        with open(self.path / run_files.METRICS, "a") as metrics:
+            metrics.write(json.dumps(record) + "\n")
+
+    def best(self) -> dict:
+        return load_checkpoint(self.path / run_files.BEST)
+
+    def finish(self, results: dict) -> None:
+        """results.json; the run is complete, so the checkpoint copies kept for a crash go."""
+        run_files.write_json(results, self.path / run_files.RESULTS)
+        for name in (run_files.BEST, run_files.LAST):
+            previous_of(self.path / name).unlink(missing_ok=True)
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / run_files.TENSORBOARD
