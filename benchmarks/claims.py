@@ -85,10 +85,11 @@ VARIANTS = {
     "ekd-head-at": ["method=ekd", "method.beta=1", "method.attention=at", "method.at_reduction=sum"],
 }
 
-# name -> (overrides on the setting's config, what it changes); MNIST-5k settings start from the
-# default config, CIFAR-10 ones from CONFIGS[name] with the data folder given by --data-root
+# name -> (overrides on the setting's config, what it changes); MNIST-5k settings start from
+# mnist5k-resnet32 (the default run before issue 20, ResNet-32 holding 20/14/8), CIFAR-10 ones from
+# CONFIGS[name] with the data folder given by --data-root
 SETTINGS = {
-    "default": ([], "the default run: 4,050 images, widths 16/32/64, 12 epochs"),
+    "default": ([], "the default run until issue 20: 4,050 images, widths 16/32/64, 12 epochs"),
     "narrow": (["model.widths=[4,8,16]", "train.epochs=8"], "4,050 images, widths 4/8/16, 8 epochs"),
     "small-data": (["data.train_limit=500", "train.epochs=30"], "500 images, widths 16/32/64, 30 epochs"),
     "narrow-small": (["model.widths=[4,8,16]", "data.train_limit=1000", "train.epochs=15"],
@@ -110,7 +111,7 @@ SETTINGS = {
     "c10-15k": (["data.train_limit=15000", "train.epochs=20"],
                 "CIFAR-10 (JPEG copy), 15,000 training images, 20 epochs, 10,000 test images"),
 }
-CONFIGS = {"c10-5k": "ekd/cifar10-jpeg-cpu", "c10-15k": "ekd/cifar10-jpeg-cpu"}  # the rest: the default config
+CONFIGS = {"c10-5k": "ekd/cifar10-jpeg-cpu", "c10-15k": "ekd/cifar10-jpeg-cpu"}  # the rest: mnist5k-resnet32
 
 
 def variant_overrides(variant: str) -> list[str]:
@@ -130,7 +131,7 @@ def run_one(setting: str, variant: str, seed: int, out: Path, threads: int = 0, 
         results = json.loads((folder / "results.json").read_text())
     else:
         data = [f"data.root={data_root}"] if setting in CONFIGS else []
-        cfg = load_config(CONFIGS.get(setting), [f"name=claims-{setting}-{variant_name(variant)}", f"train.seed={seed}",
+        cfg = load_config(CONFIGS.get(setting, "mnist5k-resnet32"), [f"name=claims-{setting}-{variant_name(variant)}", f"train.seed={seed}",
                                                  "runtime.progress=false", f"runtime.threads={threads}", *data,
                                                  *SETTINGS[setting][0], *variant_overrides(variant)])
         results = train(cfg, folder, log=lambda *_: None, resume=True)  # an interrupted run continues

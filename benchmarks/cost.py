@@ -53,7 +53,7 @@ CASES = {
 
 
 def make_trainer(overrides: list[str], images: int, folder: Path) -> Trainer:
-    cfg = load_config(None, [f"data.train_limit={images}", "runtime.progress=false", *overrides])
+    cfg = load_config("mnist5k-resnet32", [f"data.train_limit={images}", "runtime.progress=false", *overrides])
     return Trainer(cfg, folder, log=lambda *_: None)
 
 

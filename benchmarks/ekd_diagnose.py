@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=6, help="gradient probes per epoch")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    cfg = load_config(None, ["runtime.progress=false", *args.overrides])
+    cfg = load_config("mnist5k-resnet32", ["runtime.progress=false", *args.overrides])
     trainer = Trainer(cfg, Path(args.out), log=lambda *_: None)
     probe = Probe(trainer, max(1, trainer.steps_per_epoch // args.probes))
     epochs: list[dict] = []

@@ -58,7 +58,7 @@ def run(folder: Path, overrides: list[str]) -> dict:
     if folder.exists():  # an interrupted run: start it again
         for f in folder.iterdir():
             f.unlink()
-    return train(load_config(None, overrides), folder, log=lambda *_: None)
+    return train(load_config("mnist5k-resnet32", overrides), folder, log=lambda *_: None)
 
 
 def mean_std(values: list[float]) -> str:

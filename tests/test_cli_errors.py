@@ -112,7 +112,7 @@ ERROR_CASES = {
     "misspelt-key": Case(["train", "optim.lrr=0.1"], ["optim.lrr", "did you mean", "lr"]),
     "unknown-model": Case(["train", "model.name=resnet57"], ["resnet57", "model", "resnet56"]),
     "unknown-subnet": Case(["train", "model.subnets=[resnet18]"], ["resnet18", "sub-net"]),
-    "subnet-too-deep": Case(["train", "model.subnets=[[10,1,1]]"], ["sub-net", "[10, 1, 1]", "[5, 5, 5]"]),
+    "subnet-too-deep": Case(["train", "model.subnets=[[10,1,1]]"], ["sub-net", "[10, 1, 1]", "[3, 3, 3]"]),
     "cifar-root-missing": Case(["train", "data.name=cifar10", "data.root=/nonexistent"], ["cifar10", "/nonexistent"]),
     "config-missing": Case(["train", "-c", "missing.yaml"], ["missing.yaml", "not found"]),
     "config-malformed": Case(["train", "-c", "bad.yaml"], ["bad.yaml", "YAML", "line 4"], write_bad_yaml),

@@ -31,8 +31,15 @@ def test_no_config_is_the_bundled_default_run():
     cfg = load_config()
     assert cfg == load_config(None, []) == load_config("default")
     assert cfg.name == "default" and cfg.data.name == "mnist5k" and cfg.method.name == "ekd"
-    assert cfg.model.name == "resnet32" and cfg.model.subnets == ["resnet20", "resnet14", "resnet8"]
+    assert cfg.model.name == "resnet20" and cfg.model.subnets == ["resnet14", [1, 1, 2], "resnet8"]
+    assert cfg.model.widths == [8, 16, 32]
     assert cfg.train.epochs == 12 and cfg.data.batch_size == 64 and cfg.method.temperature == 1.0
+
+
+def test_the_default_before_issue_20_stays_bundled_for_the_recorded_benchmarks():
+    cfg = load_config("mnist5k-resnet32")
+    assert cfg.model.name == "resnet32" and cfg.model.subnets == ["resnet20", "resnet14", "resnet8"]
+    assert cfg.model.widths is None and cfg.train.epochs == 12 and cfg.data.batch_size == 64
 
 
 def test_dataclass_defaults_are_ddnns_recipe_and_the_preset_the_papers():
@@ -56,12 +63,12 @@ def test_dataclass_defaults_are_ddnns_recipe_and_the_preset_the_papers():
 
 def test_dotted_overrides():
     cfg = load_config(None, [
-        "optim.lr=0.05", "model.subnets=[resnet20,[1,1,1]]", "data.augment=[crop,flip]", "runtime.progress=false",
+        "optim.lr=0.05", "model.subnets=[resnet14,[1,1,1]]", "data.augment=[crop,flip]", "runtime.progress=false",
         "train.epochs=3", "name=exp1", "data.root=/data/cifar", "data.train_limit=100", "data.synthetic.size=64",
         "model.widths=[8,16,32]", "optim.nesterov=true", "runtime.channels_last=auto", "schedule.warmup_epochs=1",
     ])
     assert cfg.optim.lr == 0.05 and isinstance(cfg.optim.lr, float)
-    assert cfg.model.subnets == ["resnet20", [1, 1, 1]]
+    assert cfg.model.subnets == ["resnet14", [1, 1, 1]]
     assert cfg.data.augment == ["crop", "flip"]
     assert cfg.runtime.progress is False
     assert cfg.train.epochs == 3 and cfg.name == "exp1"
@@ -71,7 +78,7 @@ def test_dotted_overrides():
     assert cfg.optim.nesterov is True and cfg.runtime.channels_last == "auto"
     assert cfg.schedule.warmup_epochs == 1.0 and isinstance(cfg.schedule.warmup_epochs, float)
     # untouched keys keep the default run's values
-    assert cfg.optim.momentum == 0.9 and cfg.model.name == "resnet32" and cfg.data.name == "mnist5k"
+    assert cfg.optim.momentum == 0.9 and cfg.model.name == "resnet20" and cfg.data.name == "mnist5k"
 
 
 def test_overrides_values_are_yaml():
@@ -274,7 +281,7 @@ def test_subkey_of_a_scalar():
 def test_section_given_a_word_sets_its_name():
     cfg = load_config(None, ["method=individual", "model=resnet20"])
     assert cfg.method.name == "individual" and cfg.model.name == "resnet20"
-    assert cfg.model.subnets == ["resnet20", "resnet14", "resnet8"]  # the section's other keys stay
+    assert cfg.model.subnets == ["resnet14", [1, 1, 2], "resnet8"]  # the section's other keys stay
     assert cfg.method.temperature == 1.0
     msg = error_of(overrides=["optim=fast"])
     assert "'optim.name'" in msg and "'sgd'" in msg

@@ -1,11 +1,13 @@
 """Device, precision and memory format: the fast path by default, each switchable in the config.
 
-CPU: bf16 autocast + channels_last where the CPU has native bf16 (AVX512-BF16 or AMX), measured
-1.7-2.7x over fp32 for CIFAR ResNets on a 2-core machine. CUDA: AMP (bf16 where supported,
-else fp16 with a gradient scaler) + channels_last.
+CPU: bf16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX), measured 1.7-2.7x over fp32 for
+CIFAR ResNets on a 2-core machine; fp32 elsewhere. channels_last on every CPU: in fp32 too it trained
+1.11-1.30x faster than NCHW for every family (benchmarks/RESULTS.md, "A first run in under three
+minutes"). CUDA: AMP (bf16 where supported, else fp16 with a gradient scaler) + channels_last.
 """
 
 import contextlib
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,14 +19,30 @@ from ddnn.errors import DdnnError
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+# oneDNN instruction-set caps (ONEDNN_MAX_CPU_ISA) that still allow native bf16 kernels
+_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512",
+              "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL", "DEFAULT")
+
+
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (bf16 is emulated, and slow, otherwise)."""
+    """True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (bf16 is emulated, and slow, otherwise) and
+    oneDNN is not capped below them (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA, e.g. AVX512_CORE)."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    if cap not in _BF16_ISAS:
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def describe_choice(runtime: "Runtime", precision_setting: str) -> str:
+    """Why `auto` chose this mode, for the run's first line (empty when the precision was given)."""
+    if precision_setting != "auto" or runtime.device.type != "cpu":
+        return ""
+    return " (auto: native bf16)" if runtime.amp_dtype is not None else " (auto: no native bf16 on this CPU)"
 
 
 @dataclass
@@ -81,7 +99,7 @@ def resolve_runtime(cfg) -> Runtime:
     if precision == "fp16" and device.type == "cpu":
         raise DdnnError("runtime.precision=fp16 is for CUDA; on a CPU use bf16 or fp32")
     if cfg.channels_last == "auto":
-        channels_last = device.type == "cuda" or precision == "bf16"
+        channels_last = True  # faster on CUDA and, measured, on CPUs in bf16 and fp32 alike
     else:
         channels_last = bool(cfg.channels_last)
     return Runtime(device, DTYPES.get(precision), channels_last)

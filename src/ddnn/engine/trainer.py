@@ -19,6 +19,7 @@ from ddnn.data import Normalizer, batches, num_batches
 from ddnn.engine.distributed import World, average_gradients
 from ddnn.engine.evaluate import evaluate
 from ddnn.engine.resume import checkpoint_config, rng_state, set_rng_state
+from ddnn.engine.runtime import describe_choice
 from ddnn.engine.run_folder import RunFolder, can_start_fresh, check_out_dir, find_last, finished_results
 from ddnn.engine.schedule import make_optimizer, make_scheduler
 from ddnn.engine.setup import build_method, check_config, load_data, resolve_distributed, seed_everything, start
@@ -200,7 +201,8 @@ class Trainer:
         world = f" | {self.world.size} processes ({self.world.backend})" if self.world.distributed else ""
         self.log(f"ddnn: {cfg.method.name} | {cfg.model.name} {list(self.method.nets())} | {cfg.data.name} "
                  f"({len(self.data.train)} train) | {cfg.train.epochs} epochs | {self.runtime.device} "
-                 f"{self.runtime.precision}{' channels_last' if self.runtime.channels_last else ''}{world} | -> {self.out}")
+                 f"{self.runtime.precision}{' channels_last' if self.runtime.channels_last else ''}"
+                 f"{describe_choice(self.runtime, cfg.runtime.precision)}{world} | -> {self.out}")
         for epoch in range(self.epoch + 1, cfg.train.epochs + 1):
             t0 = time.perf_counter()
             record = {"epoch": epoch, **self.train_epoch(epoch)}  # lr: the epoch's last step
