@@ -1,7 +1,11 @@
 """Where one training epoch of a config spends its time: data and augmentation, forward and backward
 of every net, the optimizer, the per-epoch evaluation and the checkpoint writes.
 
-    python benchmarks/epoch_profile.py [-c CONFIG] [key=value ...] [--epochs 2]
+    python benchmarks/epoch_profile.py [-c CONFIG] [key=value ...] [--epochs 2] [--clock wall|cpu]
+
+On a shared machine, profile one thread with `--clock cpu runtime.threads=1`: the parts are then
+this process's CPU time, which other jobs barely change (wall time with two threads on two busy
+cores can be several times the quiet time: each thread waits for the other at every barrier).
 
 Each part is timed on its own with the run's real objects (dataset, method, optimizer, runtime), in
 the order the trainer runs them; the first epoch is warm-up (oneDNN picks its kernels then), the rest
@@ -19,6 +23,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+
+CLOCK = time.perf_counter  # --clock cpu: time.process_time, the CPU time of this process
 
 from ddnn.config import load_config
 from ddnn.data import Normalizer, batches, num_batches
@@ -46,32 +52,32 @@ def profile_epoch(cfg, epochs: int) -> tuple[dict[str, float], dict]:
         stream = batches(data.train, cfg.data.batch_size, normalize, shuffle_seed=epoch, augment=cfg.data.augment,
                          crop_padding=cfg.data.crop_padding)
         while True:
-            start = time.perf_counter()
+            start = CLOCK()
             batch = next(stream, None)
-            t["data + augmentation"] += time.perf_counter() - start
+            t["data + augmentation"] += CLOCK() - start
             if batch is None:
                 break
             x, y = runtime.to_input(batch[0]), batch[1].to(runtime.device)
             optimizer.zero_grad(set_to_none=True)
             with runtime.autocast():
-                start = time.perf_counter()
+                start = CLOCK()
                 losses, _ = method.forward_train(x, y)
-                t["forward, all nets (the method's step)"] += time.perf_counter() - start
-            start = time.perf_counter()
+                t["forward, all nets (the method's step)"] += CLOCK() - start
+            start = CLOCK()
             sum(losses.values()).backward()
-            t["backward"] += time.perf_counter() - start
-            start = time.perf_counter()
+            t["backward"] += CLOCK() - start
+            start = CLOCK()
             optimizer.step()
-            t["optimizer step"] += time.perf_counter() - start
+            t["optimizer step"] += CLOCK() - start
         split = data.val if data.val is not None else data.test
-        start = time.perf_counter()
+        start = CLOCK()
         evaluate(method, split, normalize, runtime, cfg.data.eval_batch_size)
-        t[f"evaluation ({len(split)} images x {len(nets)} nets)"] += time.perf_counter() - start
-        start = time.perf_counter()
+        t[f"evaluation ({len(split)} images x {len(nets)} nets)"] += CLOCK() - start
+        start = CLOCK()
         state = {"state": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
         save_checkpoint(state, folder / "last.pt")
         save_checkpoint(state, folder / "best.pt")
-        t["checkpoints (best.pt + last.pt)"] += time.perf_counter() - start
+        t["checkpoints (best.pt + last.pt)"] += CLOCK() - start
         per_epoch.append(dict(t))
     timed = per_epoch[1:] or per_epoch
     parts = {k: statistics.mean(e[k] for e in timed) for k in timed[0]}
@@ -94,11 +100,11 @@ def per_net(cfg, steps: int = 8) -> dict[str, dict[str, float]]:
         fwd, bwd = [], []
         for i in range(steps + 2):
             with runtime.autocast():
-                start = time.perf_counter()
+                start = CLOCK()
                 loss = torch.nn.functional.cross_entropy(method.predict(x, name), y)
-                mid = time.perf_counter()
+                mid = CLOCK()
             loss.backward()
-            end = time.perf_counter()
+            end = CLOCK()
             if i >= 2:
                 fwd.append(mid - start)
                 bwd.append(end - mid)
@@ -110,14 +116,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time, which other jobs on a shared machine barely change; "
+                             "use it with runtime.threads=1, where CPU time is the time the work takes")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     cfg = load_config(args.config, ["runtime.progress=false", *args.overrides])
     parts, facts = profile_epoch(cfg, args.epochs)
     total = sum(parts.values())
     print(f"{cfg.name}: {facts['train_images']} images, {facts['steps']} steps of {cfg.data.batch_size}, nets "
           f"{', '.join(facts['nets'])}; {facts['precision']}{' channels_last' if facts['channels_last'] else ''}, "
-          f"{facts['threads']} threads; one epoch {total:.2f} s (x {cfg.train.epochs} epochs = {total * cfg.train.epochs:.0f} s)")
+          f"{facts['threads']} threads, {args.clock} clock; one epoch {total:.2f} s (x {cfg.train.epochs} epochs = {total * cfg.train.epochs:.0f} s)")
     print("| part | s per epoch | share |\n|---|---|---|")
     for k, v in sorted(parts.items(), key=lambda kv: -kv[1]):
         print(f"| {k} | {v:.2f} | {100 * v / total:.1f} % |")
