@@ -99,7 +99,10 @@ def resolve_runtime(cfg) -> Runtime:
     if precision == "fp16" and device.type == "cpu":
         raise DdnnError("runtime.precision=fp16 is for CUDA; on a CPU use bf16 or fp32")
     if cfg.channels_last == "auto":
-        channels_last = True  # faster on CUDA and, measured, on CPUs in bf16 and fp32 alike
+        # CUDA and CPU bf16: faster. CPU fp32 is 1.14-1.5x faster with it too, but torch 2.13's oneDNN fp32
+        # channels_last path corrupted the heap (segfault/abort in convolution backward) in a process that
+        # trained several small nets, 3 runs of 3 on an AMD EPYC with AVX512_BF16, 0 of 2 in NCHW (RESULTS.md)
+        channels_last = device.type == "cuda" or precision == "bf16"
     else:
         channels_last = bool(cfg.channels_last)
     return Runtime(device, DTYPES.get(precision), channels_last)
