@@ -33,8 +33,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     elif args.resume == "auto" and not args.out:
         raise DdnnError("--resume auto needs --out DIR: the folder to continue (or start) the run in")
     # `--resume DIR` alone continues the run with its own config; anything given must agree with it
-    own_config = args.resume not in (None, "auto") and not (args.config or args.overrides or args.seeds)
-    cfg = None if own_config else load_config(args.config, args.overrides)
+    given_dir = args.resume not in (None, "auto")
+    if given_dir and not (args.config or args.overrides or args.seeds):
+        cfg = None  # the run's own config, from its checkpoint
+    elif given_dir and not (args.config or args.seeds):  # e.g. runtime.threads=2: laid on the run's own config
+        from ddnn.engine.resume import resume_config
+
+        cfg = resume_config(Path(args.resume), args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
     if cfg is not None and args.seeds:
         cfg.seeds = parse_seeds(args.seeds)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
