@@ -56,3 +56,74 @@ def test_resume_with_a_training_override_is_refused(run_copy):
     with pytest.raises(DdnnError, match=r"only runtime\.\* and data\.root may be given, not optim\.lr"):
         main(["--debug", "train", "--resume", str(run), "optim.lr=0.5"])
     assert files_of(run) == before
+
+
+# -- 2. a checkpoint must belong to its run folder ------------------------------------------------
+
+def plant(run: Path, name: str = "best.pt", **config_changes) -> None:
+    """Replace the run's checkpoint by one of 'another run' (other run id / config values)."""
+    from ddnn.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(run / name)
+    for key, value in config_changes.items():
+        section, _, field = key.rpartition(".")
+        (ckpt["config"][section] if section else ckpt["config"])[field] = value
+    save_checkpoint(ckpt, run / name)
+
+
+def test_every_run_has_an_id_in_config_results_and_checkpoints(made):
+    import json
+
+    import yaml
+
+    from ddnn.checkpoint import load_checkpoint
+
+    run_id = yaml.safe_load((made / "config.yaml").read_text())["run_id"]
+    assert isinstance(run_id, str) and len(run_id) >= 16
+    assert json.loads((made / "results.json").read_text())["run_id"] == run_id
+    assert load_checkpoint(made / "best.pt")["config"]["run_id"] == run_id
+    assert load_checkpoint(made / "last.pt")["config"]["run_id"] == run_id
+
+
+DEPLOY_COMMANDS = {
+    "eval": ["eval", "--run", "{run}"],
+    "profile": ["profile", "--run", "{run}", "--repeats", "1", "--warmup", "0", "--batch-sizes", "1"],
+    "export": ["export", "--run", "{run}", "--subnet", "resnet8"],
+    "calibrate": ["calibrate", "--run", "{run}", "--batches", "1"],
+}
+
+
+@pytest.mark.parametrize("command", list(DEPLOY_COMMANDS))
+def test_a_checkpoint_of_another_run_is_refused_and_nothing_is_written(run_copy, command):
+    run = run_copy()
+    plant(run, run_id="0123456789abcdef")
+    before = files_of(run)
+    argv = [a.format(run=run) for a in DEPLOY_COMMANDS[command]]
+    with pytest.raises(DdnnError, match=r"does not belong to run folder .*run id is 0123456789abcdef"):
+        main(["--debug", *argv])
+    assert files_of(run) == before
+
+
+def test_resume_refuses_a_last_pt_of_another_run(run_copy):
+    run = run_copy()
+    plant(run, "last.pt", run_id="0123456789abcdef")
+    (run / "results.json").unlink()
+    before = files_of(run)
+    with pytest.raises(DdnnError, match="does not belong to run folder"):
+        train(None, run, log=lambda *_: None, resume=True)
+    assert files_of(run) == before
+
+
+def test_old_run_folders_without_ids_still_load_and_are_checked_by_config(run_copy, capsys):
+    import yaml
+
+    run = run_copy()
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    del config["run_id"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    plant(run, run_id=None)  # as written before run ids (the key is absent there: None is its default)
+    assert main(["eval", "--run", str(run)]) == 0
+    assert "resnet8" in capsys.readouterr().out
+    plant(run, **{"optim.lr": 0.5})  # another run's checkpoint, from before run ids
+    with pytest.raises(DdnnError, match=r"its optim\.lr is not the one in config\.yaml"):
+        main(["--debug", "eval", "--run", str(run)])

@@ -57,7 +57,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     path = Path(args.ckpt) if args.ckpt else Path(args.run) / run_files.checkpoint(args.which)
     if args.run and not Path(args.run).is_dir():
         raise DdnnError(f"run folder {args.run} does not exist")
-    results = evaluate_checkpoint(path, args.split)
+    results = evaluate_checkpoint(path, args.split, folder=Path(args.run) if args.run else None)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 from ddnn.config import Config, saved_config
 from ddnn.data import Dataset, InputSpec, load_dataset
 from ddnn.engine.evaluation import load_method
-from ddnn.engine.run_folder import checkpoint_of
+from ddnn.engine.run_folder import check_belongs, checkpoint_of
 from ddnn.errors import DdnnError, did_you_mean
 from ddnn.methods import Method
 
@@ -36,4 +36,5 @@ def open_run(folder: Path, which: str = "best", calibrated: bool = True) -> Trai
     """The run in `folder` with its `which` checkpoint (best or last) loaded."""
     path = checkpoint_of(folder, which)
     method, ckpt = load_method(path, calibrated=calibrated)
+    check_belongs(Path(folder), ckpt, path)
     return TrainedRun(Path(folder), path, method, ckpt, saved_config(ckpt["config"]), InputSpec.from_dict(ckpt["input"]))

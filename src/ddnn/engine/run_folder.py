@@ -8,6 +8,7 @@ keep-the-previous protocol of ddnn/checkpoint.py. Under torchrun only process 0 
 """
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import yaml
 
 from ddnn import run_files
 from ddnn.checkpoint import load_checkpoint, load_checkpoint_or_previous, previous_of, save_checkpoint
+from ddnn.config import saved_config
+from ddnn.engine.resume import first_difference
 from ddnn.errors import DdnnError
 
 # What a run folder holds before its first checkpoint; a folder with only these can start afresh.
@@ -54,6 +57,40 @@ def checkpoint_of(folder: Path, which: str = "best") -> Path:
     if not path.is_file():
         raise DdnnError(f"run folder {folder} has no {path.name}; is it a ddnn run folder (train one with `ddnn train`)?")
     return path
+
+
+def new_run_id() -> str:
+    """A fresh run's identity (random: two runs of one config still differ)."""
+    return secrets.token_hex(8)
+
+
+def check_belongs(folder: Path, ckpt: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint copied into `folder` from another run: its run id must be the one in the
+    folder's config.yaml; for runs made before run ids, what it trains must be what config.yaml says."""
+    folder = Path(folder)
+    config_path = folder / run_files.CONFIG
+    if not config_path.is_file():
+        return  # a folder with nothing to compare with (the checkpoint alone is the run)
+    try:
+        folder_config = yaml.safe_load(config_path.read_text())
+    except (yaml.YAMLError, OSError) as err:
+        raise DdnnError(f"cannot read {config_path} ({str(err).splitlines()[0][:120]}); it tells which run the "
+                        "folder holds: restore it or use the checkpoint alone (ddnn eval --ckpt)") from None
+    own = ckpt.get("config") or {}
+    ours = folder_config.get("run_id") if isinstance(folder_config, dict) else None
+    theirs = own.get("run_id") if isinstance(own, dict) else None
+    fix = "it was copied from another run: put the run's own checkpoint back, or use the file alone (ddnn eval --ckpt)"
+    if ours or theirs:
+        if ours != theirs:
+            raise DdnnError(f"{path} does not belong to run folder {folder}: its run id is {theirs or 'missing'}, "
+                            f"the folder's (config.yaml) {ours or 'missing'}; {fix}")
+        return
+    try:
+        key = first_difference(saved_config(folder_config), saved_config(own))
+    except (DdnnError, TypeError, AttributeError):
+        key = "the config"
+    if key:
+        raise DdnnError(f"{path} does not belong to run folder {folder}: its {key} is not the one in config.yaml; {fix}")
 
 
 def find_last(out: Path, log) -> dict[str, Any] | None:
