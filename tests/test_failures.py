@@ -127,3 +127,111 @@ def test_old_run_folders_without_ids_still_load_and_are_checked_by_config(run_co
     plant(run, **{"optim.lr": 0.5})  # another run's checkpoint, from before run ids
     with pytest.raises(DdnnError, match=r"its optim\.lr is not the one in config\.yaml"):
         main(["--debug", "eval", "--run", str(run)])
+
+
+# -- 3. export's --out: a folder, a file, a path that cannot be written -----------------------------
+
+def export(run: Path, *args: str) -> int:
+    return main(["--debug", "export", "--run", str(run), "--verify-images", "8", *args])
+
+
+def test_export_into_an_existing_folder_writes_the_file_there(run_copy, tmp_path):
+    run = run_copy()
+    (tmp_path / "dest").mkdir()
+    assert export(run, "--subnet", "resnet8", "--out", str(tmp_path / "dest")) == 0
+    assert (tmp_path / "dest" / "resnet8.torchscript.pt").is_file()
+    assert (tmp_path / "dest" / "resnet8.torchscript.pt.json").is_file()
+
+
+def test_export_of_several_files_onto_an_existing_file_is_refused(run_copy, tmp_path):
+    run = run_copy()
+    (tmp_path / "taken").write_text("keep me")
+    with pytest.raises(DdnnError, match="is a file, but this export writes several files"):
+        export(run, "--all", "--out", str(tmp_path / "taken"))
+    assert (tmp_path / "taken").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_to_a_path_that_cannot_be_written_is_one_line(run_copy, fmt):
+    run = run_copy()
+    with pytest.raises(DdnnError, match=r"cannot write /proc/r8\.pt"):
+        export(run, "--subnet", "resnet8", "--format", fmt, "--out", "/proc/r8.pt")
+
+
+# -- 4. a full disk: "no space left on PATH", what was saved is kept, no temp file left ------------
+
+@pytest.fixture
+def disk(monkeypatch):
+    """A disk that fills up when told: every write through ddnn.files then fails half-way with ENOSPC."""
+    import errno
+    import os
+
+    import ddnn.files
+
+    state = {"full": False}
+    real = ddnn.files._write_all
+
+    def write_all(fd, data):
+        if state["full"]:
+            os.write(fd, bytes(memoryview(data).cast("B")[:64]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(ddnn.files, "_write_all", write_all)
+    return state
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*") if p.name.endswith((".tmp", ".staged")))
+
+
+def test_training_on_a_full_disk_keeps_the_last_epoch_and_resumes(tmp_path, disk, monkeypatch, capsys):
+    import ddnn.engine.run_folder as run_folder
+    from ddnn.checkpoint import load_checkpoint
+
+    real_save = run_folder.save_checkpoint
+
+    def save(ckpt, path):
+        disk["full"] = ckpt["epoch"] == 2  # the disk fills up during epoch 2's save
+        real_save(ckpt, path)
+
+    monkeypatch.setattr(run_folder, "save_checkpoint", save)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY, "train.epochs=2"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("ddnn: error: no space left on ") and str(out) in err[0]
+    assert f"ddnn train --resume {out}" in err[0]
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert leftovers(out) == []
+    disk["full"] = False
+    monkeypatch.setattr(run_folder, "save_checkpoint", real_save)
+    assert main(["train", "--resume", str(out)]) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2 and (out / "results.json").is_file()
+
+
+@pytest.mark.parametrize("args", [["--subnet", "resnet8", "--format", "torchscript"],
+                                  ["--subnet", "resnet8", "--format", "onnx"],
+                                  ["--switchable", "--format", "torchscript"], ["--switchable", "--format", "onnx"]])
+def test_export_on_a_full_disk_keeps_the_previous_file_and_leaves_no_temp(run_copy, disk, args):
+    run = run_copy()
+    assert export(run, *args) == 0
+    before = files_of(run / "export")
+    disk["full"] = True
+    with pytest.raises(DdnnError, match=r"no space left on .*export"):
+        export(run, *args)
+    assert files_of(run / "export") == before
+    assert leftovers(run) == []
+
+
+def test_calibrate_and_profile_on_a_full_disk_keep_what_was_there(run_copy, disk):
+    from ddnn.checkpoint import load_checkpoint
+
+    run = run_copy()
+    before = files_of(run)
+    disk["full"] = True
+    with pytest.raises(DdnnError, match="no space left on"):
+        main(["--debug", "calibrate", "--run", str(run), "--batches", "1"])
+    with pytest.raises(DdnnError, match="no space left on"):
+        main(["--debug", "profile", "--run", str(run), "--repeats", "1", "--warmup", "0", "--batch-sizes", "1"])
+    assert files_of(run) == before and leftovers(run) == []
+    assert "calibration" not in load_checkpoint(run / "best.pt")

@@ -6,9 +6,9 @@ or the metadata is found on load, not only a truncated archive. Saving keeps the
 """
 
 import hashlib
+import io
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,27 +16,21 @@ from typing import Any
 import torch
 
 from ddnn.errors import DdnnError
+from ddnn.files import discard, os_error, temp_path, write_bytes
 
 FORMAT = "ddnn-checkpoint/2"
 OLD_FORMATS = ("ddnn-checkpoint/1",)  # before checksums: still readable, nothing to verify
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`.
+    """torch.save into memory, then files.write_bytes: a temp file in the same folder, fsync, rename.
 
-    A crash leaves either the old file or the new one, never half of one.
+    A crash leaves either the old file or the new one, never half of one; a full disk is a one-line
+    error (torch's own writer would fail deep in C++).
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def read_torch_file(path: Path, what: str, fix: str) -> Any:
@@ -108,12 +102,18 @@ def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     path = Path(path)
     ckpt = {**ckpt, "format": FORMAT}
     ckpt["digest"] = digest(ckpt)
-    staged = path.with_name(f".{path.name}.staged")
-    save_atomic(ckpt, staged)
-    check_digest(read_torch_file(staged, "checkpoint", "the disk may be failing; check it"), staged)
-    if path.exists():
-        os.replace(path, previous_of(path))
-    os.replace(staged, path)
+    staged = temp_path(path, "staged")
+    try:
+        save_atomic(ckpt, staged)
+        check_digest(read_torch_file(staged, "checkpoint", "the disk may be failing; check it"), staged)
+        try:
+            if path.exists():
+                os.replace(path, previous_of(path))
+            os.replace(staged, path)
+        except OSError as err:
+            raise os_error(err, path) from None
+    finally:
+        discard(staged)
     _sync_folder(path.parent)
 
 

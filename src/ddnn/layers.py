@@ -14,7 +14,7 @@ from pathlib import Path
 # (layer, the modules in it: a package name covers its sub-modules); the order is the rule.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("ddnn.errors", "ddnn.registry", "ddnn.checkpoint", "ddnn.run_files", "ddnn.text",
-                    "ddnn.layers", "ddnn.runtime")),
+                    "ddnn.files", "ddnn.layers", "ddnn.runtime")),
     ("config", ("ddnn.config",)),
     ("data", ("ddnn.data",)),
     ("models", ("ddnn.models",)),

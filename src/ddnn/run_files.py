@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ddnn.errors import DdnnError
+from ddnn.files import write_text
 
 CONFIG = "config.yaml"  # the fully resolved config
 METRICS = "metrics.jsonl"  # one JSON object per epoch
@@ -48,4 +49,4 @@ def read_json(path: Path, fix: str) -> Any:
 
 def write_json(obj: Any, path: Path) -> None:
     """Indented JSON with a final newline, as every JSON file of a run folder is written."""
-    Path(path).write_text(json.dumps(obj, indent=2) + "\n")
+    write_text(path, json.dumps(obj, indent=2) + "\n")

@@ -94,10 +94,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         names = [_default_net(run, data)]
     images = data.test.images[: args.verify_images]
-    if args.out and not args.all and len(formats) == 1:
+    one_file = not args.all and len(formats) == 1
+    folder = _out_folder(args.out, one_file) or run.folder / run_files.EXPORT
+    if args.out and one_file and not folder.is_dir():
         targets = [(names[0], formats[0], Path(args.out))]
     else:
-        folder = Path(args.out) if args.out else run.folder / run_files.EXPORT
         targets = [(name, fmt, folder / f"{name}{SUFFIX[fmt]}") for fmt in formats for name in names]
     for name, fmt, path in targets:
         info = export_net(run, name, fmt, path, images)
@@ -115,10 +116,10 @@ def _export_switchable(args: argparse.Namespace, run, data, formats: list[str]) 
     switchable_net(run)  # refused before anything is evaluated
     accuracy = _accuracy(run)
     images = data.test.images[: args.verify_images]
-    if args.out and len(formats) == 1:
+    folder = _out_folder(args.out, one_file=len(formats) == 1) or run.folder / run_files.EXPORT
+    if args.out and len(formats) == 1 and not folder.is_dir():
         targets = {formats[0]: Path(args.out)}
     else:
-        folder = Path(args.out) if args.out else run.folder / run_files.EXPORT
         targets = {fmt: folder / f"{stem(run)}{SUFFIX[fmt]}" for fmt in formats}
     for fmt, path in targets.items():
         info = export_switchable(run, fmt, path, images, accuracy)
@@ -130,6 +131,18 @@ def _export_switchable(args: argparse.Namespace, run, data, formats: list[str]) 
                   f"{d['max_abs_diff']:.2e} (<= {info['verified']['tolerance']:g}), test top-1 {d['top1']:.2f} %, "
                   f"{human(d['params'])} params, {human(d['macs'])} MACs")
     return 0
+
+
+def _out_folder(out: str | None, one_file: bool) -> Path | None:
+    """Export's --out: a file when one file is written and OUT is not a folder, else a folder (an
+    existing file there is refused: several files go into a folder). None: the default folder."""
+    if not out:
+        return None
+    path = Path(out)
+    if not one_file and path.exists() and not path.is_dir():
+        raise DdnnError(f"--out {out} is a file, but this export writes several files (--all or both formats); "
+                        "give a folder")
+    return path
 
 
 def _default_net(run, data) -> str:

@@ -6,6 +6,7 @@ Latency is measured twice per net and batch size, side by side: the sub-net run 
 
 import contextlib
 import csv
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ddnn.deploy.latency import time_interleaved
 from ddnn.deploy.memory import peak_forward_memory
 from ddnn.engine.runtime import DTYPES, resolve_device
 from ddnn.errors import DdnnError
+from ddnn.files import write_text
 from ddnn.methods import Method
 from ddnn.models.cost import MACS_NOTE, net_cost
 from ddnn.text import human, markdown_table
@@ -112,22 +114,25 @@ def format_profile(profile: dict) -> str:
 
 def write_profile(profile: dict, out: Path) -> list[Path]:
     """profile.json and profile.csv (one row per net) in the folder `out`."""
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise DdnnError(f"--out {out} is a file; profile writes {run_files.PROFILE_JSON} and {run_files.PROFILE_CSV} "
+                        "into a folder: give a folder")
     run_files.write_json(profile, out / run_files.PROFILE_JSON)
     fields = ["net", "blocks", "params", "macs", "top1", "val_top1"]
     for b in map(str, profile["batch_sizes"]):
         fields += [f"ms_b{b}_median", f"ms_b{b}_p10", f"ms_b{b}_p90", f"ms_b{b}_ddnn_median",
                    f"ratio_b{b}", f"peak_bytes_b{b}"]
-    with open(out / run_files.PROFILE_CSV, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for name, n in profile["nets"].items():
-            row = {"net": name, "blocks": "-".join(map(str, n["blocks"])), "params": n["params"],
-                   "macs": n["macs"], "top1": n.get("top1"), "val_top1": n.get("val_top1")}
-            for b in map(str, profile["batch_sizes"]):
-                lat = n["latency_ms"][b]
-                row |= {f"ms_b{b}_median": lat["standalone"]["median"], f"ms_b{b}_p10": lat["standalone"]["p10"],
-                        f"ms_b{b}_p90": lat["standalone"]["p90"], f"ms_b{b}_ddnn_median": lat["ddnn"]["median"],
-                        f"ratio_b{b}": lat["ratio"], f"peak_bytes_b{b}": n["peak_memory_bytes"][b]}
-            writer.writerow(row)
+    fh = io.StringIO(newline="")
+    writer = csv.DictWriter(fh, fieldnames=fields)
+    writer.writeheader()
+    for name, n in profile["nets"].items():
+        row = {"net": name, "blocks": "-".join(map(str, n["blocks"])), "params": n["params"],
+               "macs": n["macs"], "top1": n.get("top1"), "val_top1": n.get("val_top1")}
+        for b in map(str, profile["batch_sizes"]):
+            lat = n["latency_ms"][b]
+            row |= {f"ms_b{b}_median": lat["standalone"]["median"], f"ms_b{b}_p10": lat["standalone"]["p10"],
+                    f"ms_b{b}_p90": lat["standalone"]["p90"], f"ms_b{b}_ddnn_median": lat["ddnn"]["median"],
+                    f"ratio_b{b}": lat["ratio"], f"peak_bytes_b{b}": n["peak_memory_bytes"][b]}
+        writer.writerow(row)
+    write_text(out / run_files.PROFILE_CSV, fh.getvalue())
     return [out / run_files.PROFILE_JSON, out / run_files.PROFILE_CSV]

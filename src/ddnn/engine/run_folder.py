@@ -19,13 +19,13 @@ from ddnn.checkpoint import load_checkpoint, load_checkpoint_or_previous, previo
 from ddnn.config import saved_config
 from ddnn.engine.resume import first_difference
 from ddnn.errors import DdnnError
+from ddnn.files import NoSpace, os_error, remove_leftovers, write_text
 
 # What a run folder holds before its first checkpoint; a folder with only these can start afresh.
 STARTUP_FILES = {run_files.CONFIG, run_files.METRICS, run_files.TENSORBOARD}
 # An epoch saves best.pt before last.pt: best copies with no last copy are from a first epoch killed
 # before its last.pt was in place, and starting afresh recomputes them bit for bit.
 FIRST_EPOCH_FILES = {run_files.BEST, previous_of(Path(run_files.BEST)).name}
-PARTIAL_WRITES = (".*.tmp", ".*.staged")  # what a killed save leaves behind (checkpoint.py's temp names)
 
 
 def check_out_dir(out: Path) -> None:
@@ -127,22 +127,25 @@ class RunFolder:
             except OSError as err:
                 raise DdnnError(f"cannot create run folder {self.path}: {err.strerror}; "
                                 "choose a writable --out") from None
-        for pattern in PARTIAL_WRITES:
-            for junk in self.path.glob(pattern):
-                junk.unlink(missing_ok=True)
-        (self.path / run_files.CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
-        with open(self.path / run_files.METRICS, "w") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in history)
+        remove_leftovers(self.path, every=True)  # this run owns the folder: any temp file is a killed save's
+        write_text(self.path / run_files.CONFIG, yaml.safe_dump(config, sort_keys=False))
+        write_text(self.path / run_files.METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
     def save_epoch(self, ckpt: dict, record: dict, improved: bool) -> None:
         """One epoch's checkpoint (best.pt too when it `improved`, then last.pt) and metrics line."""
         if not self.writer:
             return
-        if improved:
-            save_checkpoint(ckpt, self.path / run_files.BEST)
-        save_checkpoint(ckpt, self.path / run_files.LAST)
-        with open(self.path / run_files.METRICS, "a") as metrics:
-            metrics.write(json.dumps(record) + "\n")
+        try:
+            if improved:
+                save_checkpoint(ckpt, self.path / run_files.BEST)
+            save_checkpoint(ckpt, self.path / run_files.LAST)
+            try:
+                with open(self.path / run_files.METRICS, "a") as metrics:
+                    metrics.write(json.dumps(record) + "\n")
+            except OSError as err:
+                raise os_error(err, self.path / run_files.METRICS) from None
+        except NoSpace as err:
+            raise NoSpace(f"{err} (resume the run with: ddnn train --resume {self.path})") from None
 
     def best(self) -> dict:
         return load_checkpoint(self.path / run_files.BEST)

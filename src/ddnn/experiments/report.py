@@ -6,6 +6,7 @@ training is visible at a glance. Plots use matplotlib's Figure directly (Agg), s
 and the caller's pyplot backend is left alone.
 """
 
+import io
 import statistics
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocat
 from ddnn import run_files
 from ddnn.experiments.runs import Group, aggregate, compare, curves, expand_run_dirs, group_runs, read_run
 from ddnn.errors import DdnnError
+from ddnn.files import write_bytes, write_text
 from ddnn.text import human, markdown_table as table
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -229,6 +231,13 @@ def _line(ax, series: dict, color: str, label: str) -> None:
                         alpha=0.15, linewidth=0)
 
 
+def save_figure(fig, path: Path, dpi: int) -> None:
+    """A PNG written whole (files.write_bytes)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    write_bytes(path, buffer.getvalue())
+
+
 # -- the command -------------------------------------------------------------------------------
 
 def build_report(run_dirs: list[Path], out_dir: Path, log=print) -> dict:
@@ -246,13 +255,13 @@ def build_report(run_dirs: list[Path], out_dir: Path, log=print) -> dict:
     paths = {"markdown": out_dir / run_files.REPORT_MD, "json": out_dir / run_files.REPORT_JSON,
              "tradeoff": out_dir / run_files.TRADEOFF_PNG, "curves": out_dir / run_files.CURVES_PNG}
     text = markdown(summaries, comparison, groups, macs_note)
-    paths["markdown"].write_text(text, encoding="utf-8")
+    write_text(paths["markdown"], text)
     report = {"groups": summaries, "comparison": comparison, "macs_note": macs_note, "latency_note": latency_note(groups)}
     run_files.write_json(report, paths["json"])
     split = "/".join(sorted({s["split"] for s in summaries}))
     dataset = "/".join(sorted({str(s["dataset"]) for s in summaries}))
-    tradeoff_figure(summaries, split, dataset).savefig(paths["tradeoff"], dpi=130, bbox_inches="tight")
-    curves_figure(groups, summaries).savefig(paths["curves"], dpi=110, bbox_inches="tight")
+    save_figure(tradeoff_figure(summaries, split, dataset), paths["tradeoff"], dpi=130)
+    save_figure(curves_figure(groups, summaries), paths["curves"], dpi=110)
     log(text)
     for kind, path in paths.items():
         log(f"{kind}: {path}")

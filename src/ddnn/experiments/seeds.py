@@ -18,6 +18,7 @@ from ddnn.engine.run_folder import check_out_dir
 from ddnn.engine.setup import check_config
 from ddnn.engine.trainer import train_run
 from ddnn.errors import DdnnError
+from ddnn.files import write_text
 from ddnn.text import print_line
 
 
@@ -60,7 +61,7 @@ def train_seeds(cfg: Config, out: Path, log=None, resume: bool = False) -> dict:
         check_out_dir(out)  # a previous run is never mixed into this one
     if process_rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
-        saved.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        write_text(saved, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     folders = []
     for seed in cfg.seeds:
         one = dataclasses.replace(cfg, seeds=None, train=dataclasses.replace(cfg.train, seed=seed))
