@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("engine", ("ddnn.engine",)),
     ("deploy", ("ddnn.deploy",)),
     ("experiments", ("ddnn.experiments",)),
-    ("cli", ("ddnn.cli", "ddnn.__main__", "ddnn")),  # `ddnn` itself: the package's public names
+    ("cli", ("ddnn.cli", "ddnn.__main__", "ddnn.launch", "ddnn")),  # `ddnn` itself: the package's public names
 )
 
 
