@@ -235,3 +235,37 @@ def test_calibrate_and_profile_on_a_full_disk_keep_what_was_there(run_copy, disk
         main(["--debug", "profile", "--run", str(run), "--repeats", "1", "--warmup", "0", "--batch-sizes", "1"])
     assert files_of(run) == before and leftovers(run) == []
     assert "calibration" not in load_checkpoint(run / "best.pt")
+
+
+# -- 5. a failed start does not block the retry; non-finite numbers are refused at config load ------
+
+def test_a_run_that_failed_before_its_first_epoch_restarts_with_the_same_command(tmp_path, monkeypatch, capsys):
+    from ddnn.engine.trainer import Trainer
+
+    real_epoch = Trainer.train_epoch
+
+    def broken_image(self, epoch):
+        raise DdnnError("image 17 of the training split cannot be decoded")
+
+    monkeypatch.setattr(Trainer, "train_epoch", broken_image)
+    out = tmp_path / "run"
+    command = ["train", "--out", str(out), *TINY]
+    assert main(command) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.jsonl"]
+    with pytest.raises(DdnnError, match=f"start the run with: ddnn train --out {out}"):  # what --resume says
+        main(["--debug", "train", "--resume", str(out)])
+    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
+    capsys.readouterr()
+    assert main(command) == 0  # the command --resume named, and the one that failed
+    assert "never finished an epoch; starting afresh" in capsys.readouterr().out
+    assert (out / "results.json").is_file()
+    with pytest.raises(DdnnError, match="not empty"):  # a run with a finished epoch is never started over
+        main(["--debug", *command])
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "nan", "inf", "1e999"])
+def test_non_finite_numbers_are_refused_at_config_load(value):
+    with pytest.raises(DdnnError, match="optim.lr"):
+        load_config(None, [f"optim.lr={value}"])
+    with pytest.raises(DdnnError, match="method.temperature"):
+        load_config(None, [f"method.temperature={value}"])

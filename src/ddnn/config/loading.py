@@ -72,6 +72,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return number
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
         raise DdnnError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    if tp is float and not math.isfinite(value):  # .inf / .nan: a run that could only fail later
+        raise DdnnError(f"config key '{key}' is {value!r}; it must be a finite number")
     return value
 
 

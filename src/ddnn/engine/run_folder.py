@@ -48,6 +48,19 @@ def can_start_fresh(out: Path) -> bool:
     return all(name in STARTUP_FILES | FIRST_EPOCH_FILES or name.endswith((".tmp", ".staged")) for name in names)
 
 
+def only_a_failed_start(out: Path) -> bool:
+    """True when `out` holds only what a run that failed before finishing its first epoch wrote (its
+    config.yaml, an empty metrics.jsonl, temp files): nothing to keep, so the same command may start again."""
+    out = Path(out)
+    if not out.is_dir() or not (out / run_files.CONFIG).is_file():
+        return False
+    names = {p.name for p in out.iterdir()}
+    metrics = out / run_files.METRICS
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        return False
+    return all(name in STARTUP_FILES or name.endswith((".tmp", ".staged")) for name in names)
+
+
 def checkpoint_of(folder: Path, which: str = "best") -> Path:
     """The `which` (best or last) checkpoint of a finished or running run folder."""
     folder = Path(folder)

@@ -21,7 +21,7 @@ from ddnn.engine.evaluate import evaluate
 from ddnn.engine.resume import checkpoint_config, rng_state, set_rng_state
 from ddnn.engine.runtime import describe_choice
 from ddnn.engine.run_folder import (RunFolder, can_start_fresh, check_belongs, check_out_dir, find_last,
-                                   finished_results, new_run_id)
+                                   finished_results, new_run_id, only_a_failed_start)
 from ddnn.engine.schedule import make_optimizer, make_scheduler
 from ddnn.engine.setup import build_method, check_config, load_data, resolve_distributed, seed_everything, start
 from ddnn.engine.summary import format_table
@@ -45,7 +45,9 @@ class Trainer:
         self.out = Path(out)
         self.runtime, self.world = start(cfg)
         self.log = (log or print_line) if self.world.is_main else (lambda line: None)
-        if resume is None and not (restart and can_start_fresh(self.out)):
+        if resume is None and only_a_failed_start(self.out):
+            self.log(f"ddnn: {self.out} holds only the start of a run that never finished an epoch; starting afresh")
+        elif resume is None and not (restart and can_start_fresh(self.out)):
             check_out_dir(self.out)
         scalars = writer_class() if cfg.runtime.tensorboard and self.world.is_main else None
         seed_everything(cfg.train.seed)
