@@ -269,3 +269,33 @@ def test_non_finite_numbers_are_refused_at_config_load(value):
         load_config(None, [f"optim.lr={value}"])
     with pytest.raises(DdnnError, match="method.temperature"):
         load_config(None, [f"method.temperature={value}"])
+
+
+# -- 6. derived files name the checkpoint they came from, and a changed checkpoint is noticed ------
+
+PROFILE = ["profile", "--repeats", "2", "--warmup", "0", "--batch-sizes", "1"]
+
+
+def test_select_refuses_a_profile_made_before_calibrate_and_calibrate_names_stale_files(run_copy, capsys):
+    import json
+
+    from ddnn.checkpoint import sha256_of
+
+    run = run_copy()
+    assert main([*PROFILE, "--run", str(run)]) == 0
+    assert export(run, "--subnet", "resnet8") == 0
+    made_from = sha256_of(run / "best.pt")
+    profile = json.loads((run / "profile.json").read_text())
+    exported = json.loads((run / "export" / "resnet8.torchscript.pt.json").read_text())
+    assert profile["checkpoint_sha256"] == exported["source"]["checkpoint_sha256"] == made_from
+    assert profile["run_id"] == exported["source"]["run_id"] is not None
+    assert main(["select", "--run", str(run), "--max-macs", "1e9"]) == 0
+    capsys.readouterr()
+
+    assert main(["calibrate", "--run", str(run), "--batches", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "now out of date" in err and "profile.json" in err and "export/resnet8.torchscript.pt" in err
+    with pytest.raises(DdnnError, match=r"profile\.json was made from .*best\.pt as it was before it changed"):
+        main(["--debug", "select", "--run", str(run), "--max-macs", "1e9"])
+    assert main([*PROFILE, "--run", str(run)]) == 0  # profiled again: current
+    assert main(["select", "--run", str(run), "--max-macs", "1e9"]) == 0

@@ -3,12 +3,14 @@
 import argparse
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from ddnn import run_files
-from ddnn.checkpoint import save_checkpoint
+from ddnn.checkpoint import save_checkpoint, sha256_of
+from ddnn.deploy.provenance import check_current, checkpoint_identity, stale_files
 from ddnn.data import Normalizer, batches
 from ddnn.engine.evaluate import evaluate
 from ddnn.engine.runtime import Runtime
@@ -51,7 +53,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         run = open_run(Path(args.run), args.which)
         method, spec, accuracy = run.method, run.spec, _accuracy(run)
         out = Path(args.out) if args.out else run.folder
-        source = {"run": str(run.folder), "checkpoint": str(run.checkpoint), "epoch": run.ckpt["epoch"]}
+        source = {"run": str(run.folder), "checkpoint": str(run.checkpoint), "epoch": run.ckpt["epoch"],
+                  **checkpoint_identity(run)}
     else:
         from ddnn.config import load_config
         from ddnn.engine.setup import build_method, check_config, load_data
@@ -177,6 +180,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         raise DdnnError(f"{folder} has no {path.name}; run `ddnn profile --run {folder}` first "
                         "(select ranks the nets by the accuracy and latency it measures)")
     profile = run_files.read_json(path, f"run `ddnn profile --run {folder}` again")
+    check_current(profile, folder, "profile.json", f"run `ddnn profile --run {folder}` again")
     budget = Budget(args.max_latency_ms, args.max_macs, args.max_params, args.batch)
     choice = select(profile, budget)
     print(explain(choice, budget))
@@ -210,12 +214,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     images, n_batches = sum(used), len(used)
     run.ckpt["calibration"] = {"nets": stats, "batches": n_batches, "batch_size": bs, "images": images,
                                "seed": args.seed, "split": args.split, "top1_before": before, "top1_after": after}
+    made_from = sha256_of(run.checkpoint)
     save_checkpoint(run.ckpt, run.checkpoint)
+    stale = stale_files(run.folder, run.checkpoint, made_from)
     rows = [("net", f"{args.split} top1 before", "after", "change")]
     rows += [(n, f"{before[n]:.2f}", f"{after[n]:.2f}", f"{after[n] - before[n]:+.2f}") for n in before]
     print("\n".join(markdown_table(rows)))
     print(f"BN statistics of every net re-estimated from {images} training images ({n_batches} batches of up to {bs}, "
           f"bn={run.cfg.model.bn}); stored in {run.checkpoint} and used by eval, profile and export")
+    if stale:
+        print(f"made from {run.checkpoint.name} before this calibration, now out of date (select refuses a stale "
+              f"profile.json): {', '.join(stale)}; run ddnn profile / ddnn export again", file=sys.stderr)
     return 0
 
 

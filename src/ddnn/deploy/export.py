@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ddnn.deploy.provenance import checkpoint_identity
 from ddnn.deploy.run import TrainedRun
 from ddnn.errors import DdnnError
 from ddnn.files import write_bytes, write_text
@@ -112,6 +113,7 @@ def export_net(run: TrainedRun, name: str, fmt: str, path: Path, images: torch.T
         "output": {"logits": run.spec.num_classes},
         "verified": {"images": len(images), "max_abs_diff": diff, "tolerance": TOLERANCE},
         "source": {"checkpoint": str(run.checkpoint), "epoch": run.ckpt["epoch"],
+                   **checkpoint_identity(run),
                    "calibrated_bn": name in run.ckpt.get("calibration", {}).get("nets", {})},
     }
     write_text(Path(str(path) + ".json"), json.dumps(info, indent=2) + "\n")

@@ -27,6 +27,7 @@ from torch import nn
 
 from ddnn import runtime
 from ddnn.deploy import export
+from ddnn.deploy.provenance import checkpoint_identity
 from ddnn.deploy.run import TrainedRun
 from ddnn.errors import DdnnError
 from ddnn.files import discard, os_error, temp_path, write_into, write_text
@@ -242,10 +243,12 @@ def export_switchable(run: TrainedRun, fmt: str, path: Path, images: torch.Tenso
     finally:
         discard(tmp)
     calibrated = run.ckpt.get("calibration", {}).get("nets", {})
-    info = {**meta, "format": fmt, "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+    info = {**meta, "format": fmt, "file": path.name, "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
             "depths": [{**d, "max_abs_diff": diffs[d["name"]]} for d in meta["depths"]],
             "verified": {"images": len(images), "max_abs_diff": max(diffs.values()), "tolerance": export.TOLERANCE},
             "source": {"checkpoint": str(run.checkpoint), "epoch": run.ckpt["epoch"],
+                       **checkpoint_identity(run),
                        "calibrated_bn": [name for name in net.subnets if name in calibrated]}}
     write_text(Path(str(path) + ".json"), json.dumps(info, indent=2) + "\n")
     return info
