@@ -299,3 +299,34 @@ def test_select_refuses_a_profile_made_before_calibrate_and_calibrate_names_stal
         main(["--debug", "select", "--run", str(run), "--max-macs", "1e9"])
     assert main([*PROFILE, "--run", str(run)]) == 0  # profiled again: current
     assert main(["select", "--run", str(run), "--max-macs", "1e9"]) == 0
+
+
+# -- 7. loaded machines: --threads everywhere, profile says when the machine was busy -------------
+
+@pytest.mark.parametrize("command", ["eval", "export", "calibrate", "profile"])
+def test_every_command_that_computes_takes_threads(run_copy, command, monkeypatch):
+    import torch
+
+    run = run_copy()
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    argv = [a.format(run=run) for a in DEPLOY_COMMANDS[command]]
+    assert main([*argv, "--threads", "1"]) == 0
+    assert seen and seen[-1] == 1
+    with pytest.raises(DdnnError, match="--threads -1 must be an integer >= 0"):
+        main(["--debug", *argv, "--threads", "-1"])
+
+
+def profile_of(p10: float, p90: float, load: float | None = 0.1) -> dict:
+    lat = {"median": (p10 + p90) / 2, "p10": p10, "p90": p90}
+    return {"cpus": 2, "load_average": load,
+            "nets": {"resnet8": {"latency_ms": {"1": {"standalone": lat, "ddnn": lat}}}}}
+
+
+def test_profile_says_when_its_latencies_show_a_busy_machine():
+    from ddnn.deploy.profile import busy_note
+
+    assert busy_note(profile_of(1.0, 1.3)) is None  # a quiet machine's spread
+    note = busy_note(profile_of(1.0, 100.0))  # batch-1 latencies 100x apart
+    assert "busy" in note and "100.0x" in note and "resnet8 at batch 1" in note and "--threads" in note
+    assert "load average 5 on 2 cores" in busy_note(profile_of(1.0, 1.3, load=5.0))

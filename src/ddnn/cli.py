@@ -52,12 +52,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ddnn.engine.evaluation import evaluate_checkpoint
 
+    from ddnn.engine.runtime import set_threads
+
     if bool(args.run) == bool(args.ckpt):
         raise DdnnError("give exactly one of --run DIR or --ckpt FILE")
+    set_threads(args.threads)
     path = Path(args.ckpt) if args.ckpt else Path(args.run) / run_files.checkpoint(args.which)
     if args.run and not Path(args.run).is_dir():
         raise DdnnError(f"run folder {args.run} does not exist")
-    results = evaluate_checkpoint(path, args.split, folder=Path(args.run) if args.run else None)
+    results = evaluate_checkpoint(path, args.split, folder=Path(args.run) if args.run else None, threads=args.threads)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint of --run (default best)")
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: the run's runtime.threads)")
     p.set_defaults(func=_cmd_eval)
 
     from ddnn.deploy.commands import add_parsers

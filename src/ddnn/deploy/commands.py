@@ -13,7 +13,7 @@ from ddnn.checkpoint import save_checkpoint, sha256_of
 from ddnn.deploy.provenance import check_current, checkpoint_identity, stale_files
 from ddnn.data import Normalizer, batches
 from ddnn.engine.evaluate import evaluate
-from ddnn.engine.runtime import Runtime
+from ddnn.engine.runtime import Runtime, set_threads
 from ddnn.errors import DdnnError
 from ddnn.text import human, markdown_table
 
@@ -43,6 +43,7 @@ def _accuracy(run) -> dict[str, dict[str, float | None]]:
 def cmd_profile(args: argparse.Namespace) -> int:
     from ddnn.deploy.profile import ProfileOptions, format_profile, profile_method, write_profile
 
+    set_threads(args.threads)
     opts = ProfileOptions(device=args.device, threads=args.threads, precision=args.precision,
                           batch_sizes=_batch_sizes(args.batch_sizes), warmup=args.warmup, repeats=args.repeats)
     if args.run:
@@ -70,6 +71,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     paths = write_profile(profile, out)
     print(format_profile(profile))
     print(f"written: {', '.join(map(str, paths))}")
+    if profile["busy"]:
+        print(f"ddnn: warning: {profile['busy']}", file=sys.stderr)
     return 0
 
 
@@ -84,6 +87,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise DdnnError("give --subnet NAME or --all, not both")
     if args.verify_images < 1:
         raise DdnnError("--verify-images must be >= 1")
+    set_threads(getattr(args, "threads", 0))
     fmt = args.format or ("both" if switchable else "torchscript")
     formats = ["torchscript", "onnx"] if fmt == "both" else [fmt]
     run = open_run(Path(args.run), args.which)
@@ -195,6 +199,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if args.batches < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise DdnnError("--batches and --batch-size must be >= 1")
+    set_threads(getattr(args, "threads", 0))
     run = open_run(Path(args.run), args.which, calibrated=False)
     data = run.load_data()
     target = data.val if args.split == "val" else data.test
@@ -233,6 +238,7 @@ def add_parsers(sub) -> None:
     def run_args(p, which_default="best"):
         p.add_argument("--run", required=True, help="run folder written by ddnn train")
         p.add_argument("--which", choices=["best", "last"], default=which_default, help="checkpoint (default best)")
+        p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
 
     p = sub.add_parser("profile", help="params, MACs, latency (inside the DDNN and standalone) and peak memory per net")
     p.add_argument("--run", help="run folder (else profile a config's nets with random weights)")

@@ -7,6 +7,7 @@ Latency is measured twice per net and batch size, side by side: the sub-net run 
 import contextlib
 import csv
 import io
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,10 +72,40 @@ def profile_method(method: Method, spec: InputSpec, opts: ProfileOptions,
             with context():
                 row["peak_memory_bytes"][str(b)] = peak_forward_memory(standalone, x)
         nets[name] = row
-    return {"device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
-            **{k: v for k, v in asdict(opts).items() if k not in ("device", "threads")},
-            "batch_sizes": list(opts.batch_sizes), "torch": torch.__version__, "macs_note": MACS_NOTE,
-            "nets": nets}
+    profile = {"device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
+               **{k: v for k, v in asdict(opts).items() if k not in ("device", "threads")},
+               "batch_sizes": list(opts.batch_sizes), "torch": torch.__version__, "macs_note": MACS_NOTE,
+               "cpus": os.cpu_count(), "load_average": _load_average(), "nets": nets}
+    profile["busy"] = busy_note(profile)
+    return profile
+
+
+BUSY_SPREAD = 2.0  # a net's p90/p10 latency above this: other work shared the machine while it was timed
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)  # the last minute: the time the profile took, or most of it
+    except (OSError, AttributeError):
+        return None
+
+
+def busy_note(profile: dict) -> str | None:
+    """Why the machine looked busy while `profile` was measured (wide latency spreads, a load average
+    above the core count), or None: such latencies are too high and unsteady to choose a net by."""
+    spreads = [(lat[kind]["p90"] / lat[kind]["p10"], name, b) for name, n in profile["nets"].items()
+               for b, lat in n["latency_ms"].items() for kind in ("standalone", "ddnn") if lat[kind]["p10"] > 0]
+    reasons = []
+    worst = max(spreads, default=None)
+    if worst is not None and worst[0] > BUSY_SPREAD:
+        reasons.append(f"latency p90/p10 up to {worst[0]:.1f}x, {worst[1]} at batch {worst[2]}")
+    load, cpus = profile.get("load_average"), profile.get("cpus")
+    if load is not None and cpus and load > cpus:
+        reasons.append(f"load average {load:g} on {cpus} cores")
+    if not reasons:
+        return None
+    return (f"the machine looked busy while profiling ({'; '.join(reasons)}): the latencies may be high and "
+            "unsteady; profile again on a quiet machine, with --threads below the idle cores, or with more --repeats")
 
 
 def _device_name(device: torch.device) -> str:
