@@ -330,3 +330,76 @@ def test_profile_says_when_its_latencies_show_a_busy_machine():
     note = busy_note(profile_of(1.0, 100.0))  # batch-1 latencies 100x apart
     assert "busy" in note and "100.0x" in note and "resnet8 at batch 1" in note and "--threads" in note
     assert "load average 5 on 2 cores" in busy_note(profile_of(1.0, 1.3, load=5.0))
+
+
+# -- 8. validation holes and misleading messages --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def profiled(made, tmp_path_factory) -> Path:
+    run = Path(shutil.copytree(made, tmp_path_factory.mktemp("profiled") / "run"))
+    assert main([*PROFILE, "--run", str(run)]) == 0
+    return run
+
+
+@pytest.mark.parametrize("budget", [["--max-latency-ms", "nan"], ["--max-macs", "1e400"], ["--max-params", "-1"],
+                                    ["--max-macs", "1e9", "--batch", "0"]])
+def test_select_refuses_budgets_that_are_no_budget(profiled, budget):
+    with pytest.raises(DdnnError, match="must be"):
+        main(["--debug", "select", "--run", str(profiled), *budget])
+
+
+@pytest.mark.parametrize("text, value", [("200K", 2e5), ("1.5M", 1.5e6), ("3G", 3e9), ("2e5", 2e5), ("200000", 2e5),
+                                         ("30m", 3e7)])
+def test_budgets_are_written_as_people_write_counts(text, value):
+    from ddnn.deploy.select import count
+
+    assert count(text) == value
+
+
+def test_select_json_prints_only_json_on_stdout(profiled, capsys):
+    import json
+
+    assert main(["select", "--run", str(profiled), "--max-params", "1G", "--json"]) == 0
+    out, err = capsys.readouterr()
+    choice = json.loads(out)
+    assert choice["net"] in ("resnet14", "resnet8") and f"selected {choice['net']}" in err
+
+
+def test_an_empty_config_file_is_refused(tmp_path):
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    with pytest.raises(DdnnError, match="empty.yaml is empty"):
+        load_config(str(tmp_path / "empty.yaml"))
+
+
+def test_files_that_are_not_checkpoints_are_named_for_what_they_are(made, tmp_path, capsys):
+    import warnings
+
+    from ddnn.checkpoint import load_checkpoint
+
+    (tmp_path / "export").mkdir()
+    assert export(made, "--subnet", "resnet8", "--out", str(tmp_path / "export")) == 0
+    with pytest.raises(DdnnError, match="is a TorchScript model .*torch.jit.load.*best.pt"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no torch warning on the way
+            load_checkpoint(tmp_path / "export" / "resnet8.torchscript.pt")
+    with pytest.raises(DdnnError, match="is a folder, not a file"):
+        load_checkpoint(made)
+
+
+def test_a_malicious_pickle_is_refused_in_one_clear_sentence(tmp_path):
+    import os
+
+    import torch
+
+    from ddnn.checkpoint import load_checkpoint
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"format": "ddnn-checkpoint/2", "state": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(DdnnError) as err:
+        load_checkpoint(tmp_path / "evil.pt")
+    message = str(err.value)
+    assert "refused: loading it would call posix.system" in message or "refused: loading it would call nt.system" in message
+    assert "PyTorch 2.6" not in message and message.endswith("use a checkpoint written by ddnn train")

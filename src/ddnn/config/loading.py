@@ -176,6 +176,9 @@ def load_config(ref: str | None = None, overrides: list[str] | tuple[str, ...] =
     """Defaults <- YAML file (path or bundled name; None: the bundled default run) <- overrides."""
     path = find_config("default" if ref is None else ref)
     data = read_yaml(path)
+    if not data:  # not the defaults of the dataclasses (ResNet-56 on CIFAR-10): almost surely a mistake
+        raise DdnnError(f"config {path} is empty; give a config with its sections (data:, model:, ...; see "
+                        "docs/config.md), or leave out -c for the bundled default run")
     if "stages" in data:
         raise DdnnError(f"config {path} describes a pipeline of runs (stages:); run it with `ddnn train -c {ref}`")
     data.setdefault("name", path.stem)

@@ -187,7 +187,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     check_current(profile, folder, "profile.json", f"run `ddnn profile --run {folder}` again")
     budget = Budget(args.max_latency_ms, args.max_macs, args.max_params, args.batch)
     choice = select(profile, budget)
-    print(explain(choice, budget))
+    # with --json, stdout is the JSON alone (for a pipe); the explanation goes to stderr
+    print(explain(choice, budget), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(choice, indent=2))
     return 0
@@ -235,6 +236,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     """Register the deploy subcommands on the CLI's subparsers."""
+    from ddnn.deploy.select import count
+
     def run_args(p, which_default="best"):
         p.add_argument("--run", required=True, help="run folder written by ddnn train")
         p.add_argument("--which", choices=["best", "last"], default=which_default, help="checkpoint (default best)")
@@ -270,10 +273,10 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("select", help="the most accurate net of a profiled run within a budget")
     p.add_argument("--run", required=True, help="run folder holding profile.json (ddnn profile --run)")
     p.add_argument("--max-latency-ms", type=float, help="standalone median latency budget")
-    p.add_argument("--max-macs", type=float, help="MACs budget (e.g. 3e7)")
-    p.add_argument("--max-params", type=float, help="parameter budget (e.g. 2e5)")
+    p.add_argument("--max-macs", type=count, help="MACs budget (e.g. 3e7 or 30M)")
+    p.add_argument("--max-params", type=count, help="parameter budget (e.g. 2e5 or 200K)")
     p.add_argument("--batch", type=int, default=1, help="batch size whose latency counts (default 1)")
-    p.add_argument("--json", action="store_true", help="also print the choice as JSON")
+    p.add_argument("--json", action="store_true", help="print the choice as JSON on stdout (the explanation on stderr)")
     p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("calibrate", help="re-estimate each net's BN statistics from training batches")
