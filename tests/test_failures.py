@@ -403,3 +403,65 @@ def test_a_malicious_pickle_is_refused_in_one_clear_sentence(tmp_path):
     message = str(err.value)
     assert "refused: loading it would call posix.system" in message or "refused: loading it would call nt.system" in message
     assert "PyTorch 2.6" not in message and message.endswith("use a checkpoint written by ddnn train")
+
+
+# -- 9. leftovers: killed writers' temp files, runs that share a seed, the curves plot -------------
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temp_files_of_killed_saves_are_removed_by_later_commands(run_copy):
+    import os
+
+    run = run_copy()
+    dead = [run / f".best.pt.{dead_pid()}-abc123.staged", run / f".last.pt.{dead_pid()}-def456.tmp",
+            run / "..last.pt.staged.x1y2z3.tmp"]  # the last: a temp name of ddnn before issue 18
+    live = run / f".best.pt.{os.getpid()}-0a0b0c.tmp"  # a writer that is still at work
+    for path in [*dead, live]:
+        path.write_bytes(b"half a checkpoint")
+    assert main(["eval", "--run", str(run)]) == 0
+    assert [p for p in dead if p.exists()] == [] and live.exists()
+    live.unlink()
+    killed_during_resume = run / f".last.pt.{dead_pid()}-aaaaaa.staged"
+    killed_during_resume.write_bytes(b"x")
+    assert main(["train", "--resume", str(run)]) == 0  # already finished: still cleaned
+    assert not killed_during_resume.exists()
+
+
+def test_report_warns_when_runs_share_a_seed(run_copy, tmp_path):
+    said = []
+    from ddnn.experiments.report import build_report
+
+    a, b = run_copy("a"), run_copy("b")
+    build_report([a, b], tmp_path / "report", log=said.append)
+    warning = [line for line in said if line.startswith("ddnn: warning:")]
+    assert len(warning) == 1 and "share a seed (seed 0" in warning[0] and "not independent" in warning[0]
+    assert "**warning**" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_curves_legend_is_outside_the_data_and_the_y_axis_fits_the_curves(run_copy):
+    import json
+
+    from ddnn.experiments.report import curves_figure
+    from ddnn.experiments.runs import aggregate, group_runs, read_run
+
+    run = run_copy()
+    records = [{"epoch": e, "val_top1": {"resnet14": 97.8 + 0.2 * e, "resnet8": 97.2 + 0.2 * e},
+                "losses": {"ce": 1.0 / e}} for e in range(1, 5)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    groups = group_runs([read_run(run)])
+    fig = curves_figure(groups, [aggregate(g) for g in groups])
+    fig.canvas.draw()
+    top = fig.axes[0]
+    low, high = top.get_ylim()
+    assert 95 < low < 97.4 and 98.6 < high <= 100.5  # fitted to 97.4-98.6, not 0-100
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    legend = fig.legends[0].get_window_extent()
+    assert not any(legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["resnet14", "resnet8"]

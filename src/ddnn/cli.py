@@ -60,6 +60,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     path = Path(args.ckpt) if args.ckpt else Path(args.run) / run_files.checkpoint(args.which)
     if args.run and not Path(args.run).is_dir():
         raise DdnnError(f"run folder {args.run} does not exist")
+    if args.run:
+        from ddnn.files import remove_leftovers
+
+        remove_leftovers(Path(args.run))  # temp files of killed saves (their writers' processes are gone)
     results = evaluate_checkpoint(path, args.split, folder=Path(args.run) if args.run else None, threads=args.threads)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -28,6 +28,7 @@ from ddnn.engine.summary import format_table
 from ddnn.engine.teachers import evaluate_teachers, load_teachers
 from ddnn.engine.tensorboard import EpochScalars, writer_class
 from ddnn.errors import DdnnError
+from ddnn.files import remove_leftovers
 from ddnn.methods import Method
 from ddnn.models.cost import MACS_NOTE, count_params
 from ddnn.models.pretrained import apply_init_from
@@ -321,6 +322,7 @@ def train_run(cfg: Config | None, out: Path, log=None, resume: bool = False) -> 
     cfg = checkpoint_config(ckpt, cfg, Path(out))
     finished = finished_results(out) if ckpt["epoch"] >= cfg.train.epochs else None
     if finished is not None:
+        remove_leftovers(Path(out))  # a save killed after the run finished (e.g. by ddnn calibrate)
         say(f"ddnn: {out} already finished its {cfg.train.epochs} epochs; nothing to resume")
         return finished
     return Trainer(cfg, out, log, resume=ckpt).fit()

@@ -194,8 +194,27 @@ def aggregate(group: Group) -> dict:
         "label": group.label, "method": group.config.get("method.name"), "model": group.config.get("model.name"),
         "dataset": first.get("dataset"), "epochs": first.get("epochs"), "split": first.get("split", "test"),
         "selected_on": first.get("selected_on"), "n": len(group.runs), "seeds": [run.seed for run in group.runs],
-        "runs": [str(run.path) for run in group.runs], "nets": nets,
+        "runs": [str(run.path) for run in group.runs], "shared_seeds": shared_seeds(group), "nets": nets,
     }
+
+
+def shared_seeds(group: Group) -> dict[str, list[str]]:
+    """Seeds that more than one run of the group used, with those runs: the same config and seed train
+    the same weights (on CPU bit for bit), so such runs are copies, not independent samples."""
+    by_seed: dict[str, list[str]] = {}
+    for run in group.runs:
+        by_seed.setdefault(str(run.seed), []).append(str(run.path))
+    return {seed: paths for seed, paths in by_seed.items() if len(paths) > 1}
+
+
+def shared_seeds_note(summary: dict) -> str | None:
+    """The warning a report gives for a group whose runs share seeds (None when every seed differs)."""
+    shared = summary.get("shared_seeds")
+    if not shared:
+        return None
+    which = "; ".join(f"seed {seed}: {', '.join(paths)}" for seed, paths in shared.items())
+    return (f"{summary['label']}: runs share a seed ({which}); the same config and seed train the same weights, so "
+            "they are not independent and its ± understates the spread over seeds: give runs of distinct seeds")
 
 
 def compare(first: dict, second: dict) -> dict | None:
