@@ -27,7 +27,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.out and Path(args.out) != Path(args.resume):
             raise DdnnError("give the run folder once: --resume DIR, or --out DIR --resume auto")
         if not Path(args.resume).is_dir():
-            raise DdnnError(f"--resume {args.resume}: no such run folder; give a run folder that holds last.pt, "
+            what = "is a file, not a run folder" if Path(args.resume).exists() else "no such run folder"
+            raise DdnnError(f"--resume {args.resume}: {what}; give a run folder that holds last.pt, "
                             "or --resume auto with --out to start or continue a run")
         args.out = args.resume
     elif args.resume == "auto" and not args.out:
@@ -58,8 +59,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise DdnnError("give exactly one of --run DIR or --ckpt FILE")
     set_threads(args.threads)
     path = Path(args.ckpt) if args.ckpt else Path(args.run) / run_files.checkpoint(args.which)
-    if args.run and not Path(args.run).is_dir():
-        raise DdnnError(f"run folder {args.run} does not exist")
+    if args.run:
+        run_files.require_run_folder(Path(args.run))
     if args.run:
         from ddnn.files import remove_leftovers
 

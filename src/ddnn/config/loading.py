@@ -144,7 +144,9 @@ def merge_sections(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any
 def find_config(ref: str) -> Path:
     """A config path, or the name of a bundled config (`ekd/cifar10-resnet56`)."""
     path = Path(ref)
-    if path.is_file():
+    if path.is_dir():
+        raise DdnnError(f"config {ref} is a folder; give a YAML file or a bundled name (see `ddnn list`)")
+    if path.exists():
         return path
     for candidate in (BUNDLED / ref, BUNDLED / f"{ref}.yaml"):
         if candidate.is_file():

@@ -44,6 +44,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from ddnn.deploy.profile import ProfileOptions, format_profile, profile_method, write_profile
 
     set_threads(args.threads)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DdnnError(f"--out {args.out} is a file; profile writes {run_files.PROFILE_JSON} and "
+                        f"{run_files.PROFILE_CSV} into a folder: give a folder")
     opts = ProfileOptions(device=args.device, threads=args.threads, precision=args.precision,
                           batch_sizes=_batch_sizes(args.batch_sizes), warmup=args.warmup, repeats=args.repeats)
     if args.run:
@@ -178,9 +181,8 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     folder = Path(args.run)
     path = folder / run_files.PROFILE_JSON
-    if not folder.is_dir():
-        raise DdnnError(f"run folder {folder} does not exist")
-    if not path.is_file():
+    run_files.require_run_folder(folder)
+    if not path.exists():
         raise DdnnError(f"{folder} has no {path.name}; run `ddnn profile --run {folder}` first "
                         "(select ranks the nets by the accuracy and latency it measures)")
     profile = run_files.read_json(path, f"run `ddnn profile --run {folder}` again")

@@ -145,9 +145,6 @@ def format_profile(profile: dict) -> str:
 
 def write_profile(profile: dict, out: Path) -> list[Path]:
     """profile.json and profile.csv (one row per net) in the folder `out`."""
-    if out.exists() and not out.is_dir():
-        raise DdnnError(f"--out {out} is a file; profile writes {run_files.PROFILE_JSON} and {run_files.PROFILE_CSV} "
-                        "into a folder: give a folder")
     run_files.write_json(profile, out / run_files.PROFILE_JSON)
     fields = ["net", "blocks", "params", "macs", "top1", "val_top1"]
     for b in map(str, profile["batch_sizes"]):

@@ -14,13 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-import yaml
-
 from ddnn import run_files
-from ddnn.config import Config, apply_overrides, flatten, is_incidental, lookup, parse_override, saved_config, to_dict
+from ddnn.config import Config, apply_overrides, flatten, is_incidental, lookup, saved_config, to_dict
 from ddnn.errors import DdnnError
-
-RESUMABLE_KEYS = ("runtime.", "data.root")  # what `--resume DIR key=value` may change: where and how it runs
 
 
 def rng_state() -> dict[str, Any]:
@@ -75,22 +71,14 @@ def checkpoint_config(ckpt: dict[str, Any], given: Config | None, out: Path) -> 
 
 def resume_config(folder: Path, overrides: list[str] | tuple[str, ...]) -> Config:
     """`--resume DIR key=value ...`: the run's own config (its config.yaml, or a seeds run's
-    seeds-config.yaml) with the overrides laid on it; only where and how it runs may be given."""
+    seeds-config.yaml) with the overrides laid on it. Resuming then refuses any that changes what is
+    trained (see checkpoint_config): in effect only where and how it runs may change."""
     folder = Path(folder)
-    for item in overrides:
-        key = ".".join(parse_override(item)[0])
-        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS):
-            raise DdnnError(f"--resume {folder} continues the run with its own config; only runtime.* and data.root "
-                            f"may be given, not {key}; to train another config use another --out")
-    path = next((folder / name for name in (run_files.SEEDS_CONFIG, run_files.CONFIG) if (folder / name).is_file()), None)
+    path = next((folder / name for name in (run_files.SEEDS_CONFIG, run_files.CONFIG) if (folder / name).exists()), None)
     if path is None:
         raise DdnnError(f"{folder} holds no run to resume (no {run_files.CONFIG}); "
                         f"start the run with: ddnn train --out {folder}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, OSError) as err:
-        raise DdnnError(f"cannot read {path} ({str(err).splitlines()[0][:120]}); resume with the run's "
-                        "config given again (-c FILE)") from None
+    data = run_files.read_yaml(path, "resume with the run's config given again (-c FILE)")
     if not isinstance(data, dict):
         raise DdnnError(f"{path} is not a ddnn config; resume with the run's config given again (-c FILE)")
     return saved_config(apply_overrides(data, overrides))

@@ -31,7 +31,9 @@ FIRST_EPOCH_FILES = {run_files.BEST, previous_of(Path(run_files.BEST)).name}
 def check_out_dir(out: Path) -> None:
     """Refuse a run folder that already holds something (a previous run is never overwritten)."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise DdnnError(f"run folder {out} is a file; choose another --out")
+    if out.exists() and any(out.iterdir()):
         raise DdnnError(f"run folder {out} already exists and is not empty; choose another --out or remove it")
 
 
@@ -63,11 +65,9 @@ def only_a_failed_start(out: Path) -> bool:
 
 def checkpoint_of(folder: Path, which: str = "best") -> Path:
     """The `which` (best or last) checkpoint of a finished or running run folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DdnnError(f"run folder {folder} does not exist; give a folder written by `ddnn train`")
+    folder = run_files.require_run_folder(Path(folder))
     path = folder / run_files.checkpoint(which)
-    if not path.is_file():
+    if not path.exists():
         raise DdnnError(f"run folder {folder} has no {path.name}; is it a ddnn run folder (train one with `ddnn train`)?")
     return path
 
@@ -82,13 +82,10 @@ def check_belongs(folder: Path, ckpt: dict[str, Any], path: Path) -> None:
     folder's config.yaml; for runs made before run ids, what it trains must be what config.yaml says."""
     folder = Path(folder)
     config_path = folder / run_files.CONFIG
-    if not config_path.is_file():
+    if not config_path.exists():
         return  # a folder with nothing to compare with (the checkpoint alone is the run)
-    try:
-        folder_config = yaml.safe_load(config_path.read_text())
-    except (yaml.YAMLError, OSError) as err:
-        raise DdnnError(f"cannot read {config_path} ({str(err).splitlines()[0][:120]}); it tells which run the "
-                        "folder holds: restore it or use the checkpoint alone (ddnn eval --ckpt)") from None
+    folder_config = run_files.read_yaml(config_path, "it tells which run the folder holds: restore it or use the "
+                                        "checkpoint alone (ddnn eval --ckpt)")
     own = ckpt.get("config") or {}
     ours = folder_config.get("run_id") if isinstance(folder_config, dict) else None
     theirs = own.get("run_id") if isinstance(own, dict) else None
@@ -118,7 +115,7 @@ def find_last(out: Path, log) -> dict[str, Any] | None:
 def finished_results(out: Path) -> dict | None:
     """results.json of a finished run folder (None while it has not finished)."""
     path = Path(out) / run_files.RESULTS
-    return json.loads(path.read_text()) if path.is_file() else None
+    return run_files.read_json(path, "remove it and resume the run again to rewrite it") if path.exists() else None
 
 
 class RunFolder:

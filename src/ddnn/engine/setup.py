@@ -43,7 +43,7 @@ def check_config(cfg: Config) -> None:
     if cfg.model.init_from and cfg.model.cheap:
         raise DdnnError("model.init_from loads standard-convolution weights and cannot start a model.cheap net; "
                         "unset one of them")
-    if cfg.model.init_from and not Path(cfg.model.init_from).expanduser().is_file():
+    if cfg.model.init_from and not Path(cfg.model.init_from).expanduser().exists():
         raise DdnnError(f"model.init_from file {cfg.model.init_from} does not exist; "
                         "give the path of a torchvision ResNet state_dict (.pth)")
 

@@ -119,7 +119,7 @@ def run_pipeline(ref: str, overrides: list[str], out: Path, seeds: list[int] | N
             "stages": [{"name": s["name"], "teachers": s["teachers"], "seeds": s["seeds"], "config": s["raw"]}
                        for s in pipe.stages]}
     if out.exists() and any(out.iterdir()):
-        if not plan_file.is_file() or yaml.safe_load(plan_file.read_text()) != plan:
+        if not plan_file.is_file() or run_files.read_yaml(plan_file, "choose another --out") != plan:
             raise DdnnError(f"{out} is not empty and holds no run of this same pipeline; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     write_text(plan_file, yaml.safe_dump(plan, sort_keys=False))

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ddnn import run_files
 from ddnn.config import flatten, is_incidental
 from ddnn.errors import DdnnError
@@ -73,10 +71,10 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
 
 def _read_metrics(path: Path) -> list[dict]:
     """metrics.jsonl's records; an absent file gives none (curves are then left out for that run)."""
-    if not path.is_file():
+    if not path.exists():
         return []
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(run_files.read_text(path, "restore it or train the run again").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -89,14 +87,10 @@ def _read_metrics(path: Path) -> list[dict]:
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / run_files.CONFIG
-    if not path.is_file():
+    if not path.exists():
         raise DdnnError(f"{run_dir} has no config.yaml, which ddnn report needs to group seeds: "
                         "is it a folder written by ddnn train?")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise DdnnError(f"{path} is not valid YAML ({getattr(err, 'problem', err)}); "
-                        "restore it from the run's checkpoint or train the run again") from None
+    data = run_files.read_yaml(path, "restore it from the run's checkpoint or train the run again")
     if not isinstance(data, dict):
         raise DdnnError(f"{path} is not a ddnn config (a mapping of sections); train the run again")
     return flatten(data)
@@ -108,7 +102,7 @@ def read_run(run_dir: Path) -> Run:
     if not isinstance(results, dict) or not isinstance(results.get("nets"), dict) or not results["nets"]:
         raise DdnnError(f"{run_dir / run_files.RESULTS} has no 'nets': is it a results.json written by ddnn train?")
     profile = None
-    if (run_dir / run_files.PROFILE_JSON).is_file():
+    if (run_dir / run_files.PROFILE_JSON).exists():
         profile = run_files.read_json(run_dir / run_files.PROFILE_JSON, CUT_SHORT)
         if not isinstance(profile, dict) or not isinstance(profile.get("nets"), dict):
             raise DdnnError(f"{run_dir / run_files.PROFILE_JSON} has no 'nets'; run ddnn profile --run {run_dir} again")

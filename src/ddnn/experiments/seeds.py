@@ -40,7 +40,7 @@ def train(cfg: Config | None, out: Path, log=None, resume: bool = False) -> dict
     `cfg` must then agree with the run's own config (None: use the run's own config)."""
     seeds_config = Path(out) / run_files.SEEDS_CONFIG
     if cfg is None and seeds_config.is_file():
-        cfg = saved_config(yaml.safe_load(seeds_config.read_text()))
+        cfg = saved_config(run_files.read_yaml(seeds_config, "give the seeds run's config again (-c FILE --seeds ...)"))
     if cfg is not None and cfg.seeds:
         return train_seeds(cfg, out, log, resume)
     return train_run(cfg, out, log, resume)
@@ -56,7 +56,7 @@ def train_seeds(cfg: Config, out: Path, log=None, resume: bool = False) -> dict:
     out = Path(out)
     saved = out / run_files.SEEDS_CONFIG
     if resume and saved.is_file():
-        checkpoint_config({"config": yaml.safe_load(saved.read_text())}, cfg, out)  # same experiment?
+        checkpoint_config({"config": run_files.read_yaml(saved, "train into another --out")}, cfg, out)  # same experiment?
     elif process_rank() == 0 and not (resume and not out.exists()):
         check_out_dir(out)  # a previous run is never mixed into this one
     if process_rank() == 0:
