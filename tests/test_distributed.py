@@ -76,7 +76,13 @@ def test_cli_under_torchrun_matches_one_process(tmp_path, method, request):
     else:
         chosen = METHOD_ARGS[method]
     args = [*TINY, *chosen, "data.batch_size=32", "train.epochs=2"]
-    launch(2, ["-m", "ddnn", "train", "--out", "two", *args], tmp_path)
+    if method == "individual":  # through ddnn-torchrun: torchrun's own launch behind ddnn's error handling
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        done = subprocess.run([sys.executable, "-m", "ddnn.launch", "--standalone", "--nproc_per_node=2", "train",
+                               "--out", "two", *args], cwd=tmp_path, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    else:
+        launch(2, ["-m", "ddnn", "train", "--out", "two", *args], tmp_path)
     subprocess.run([sys.executable, "-m", "ddnn", "train", "--out", "one", *args], cwd=tmp_path, check=True,
                    capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     two = tmp_path / "two"
