@@ -466,3 +466,50 @@ def test_curves_legend_is_outside_the_data_and_the_y_axis_fits_the_curves(run_co
     legend = fig.legends[0].get_window_extent()
     assert not any(legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["resnet14", "resnet8"]
+
+
+# -- the same classes of fault elsewhere ---------------------------------------------------------
+
+def test_a_seeds_run_that_failed_before_any_epoch_restarts_with_the_same_command(tmp_path, monkeypatch):
+    from ddnn.engine.trainer import Trainer
+
+    real_epoch = Trainer.train_epoch
+    monkeypatch.setattr(Trainer, "train_epoch", lambda self, epoch: (_ for _ in ()).throw(DdnnError("bad image")))
+    out = tmp_path / "seeds"
+    command = ["train", "--out", str(out), "--seeds", "0,1", *TINY]
+    assert main(command) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["seed0", "seeds-config.yaml"]
+    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
+    assert main(command) == 0
+    assert (out / "seed1" / "results.json").is_file() and (out / "report.json").is_file()
+
+
+def test_a_kd_teacher_folder_with_another_runs_checkpoint_is_refused(run_copy):
+    from ddnn.engine.teachers import load_teacher
+
+    run = run_copy()
+    plant(run, run_id="0123456789abcdef")
+    cfg = load_config(None, [*TINY, "method.name=kd", f"method.kd.teachers=[{run}]"])
+    with pytest.raises(DdnnError, match=r"teacher .*does not belong to run folder"):
+        load_teacher(str(run), cfg.method.kd, _spec_of(run))
+
+
+def _spec_of(run: Path):
+    from ddnn.checkpoint import load_checkpoint
+    from ddnn.data import InputSpec
+
+    return InputSpec.from_dict(load_checkpoint(run / "best.pt")["input"])
+
+
+def test_an_unforeseen_io_error_is_still_one_line(monkeypatch, capsys):
+    import errno
+
+    import ddnn.cli
+
+    def broken(args):
+        raise OSError(errno.EIO, "Input/output error", "/data/disk0/x.bin")
+
+    monkeypatch.setattr(ddnn.cli, "_cmd_list", broken)
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["ddnn: error: Input/output error: /data/disk0/x.bin (--debug shows where it happened)"]

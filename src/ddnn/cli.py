@@ -156,6 +156,17 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every process hits the same error; say it once
             print(f"ddnn: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an I/O failure no check foresaw: still one line naming the file
+        if args.debug:
+            raise
+        from ddnn.files import NO_SPACE, os_error
+
+        if os.environ.get("RANK", "0") == "0":
+            where = err.filename or "a file"
+            text = os_error(err, where) if err.errno in NO_SPACE else f"{err.strerror or err}: {where}"
+            print(f"ddnn: error: {text} (--debug shows where it happened)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("ddnn: interrupted; the run folder keeps the last saved checkpoint", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print("ddnn: interrupted; the run folder keeps the last saved checkpoint", file=sys.stderr)
         return 130

@@ -188,6 +188,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     profile = run_files.read_json(path, f"run `ddnn profile --run {folder}` again")
     check_current(profile, folder, "profile.json", f"run `ddnn profile --run {folder}` again")
     budget = Budget(args.max_latency_ms, args.max_macs, args.max_params, args.batch)
+    if args.max_latency_ms is not None and profile.get("busy"):
+        print(f"ddnn: warning: its latencies may mislead: {profile['busy']}", file=sys.stderr)
     choice = select(profile, budget)
     # with --json, stdout is the JSON alone (for a pipe); the explanation goes to stderr
     print(explain(choice, budget), file=sys.stderr if args.json else sys.stdout)

@@ -14,7 +14,7 @@ from ddnn import run_files
 from ddnn.config import Config, saved_config, to_dict
 from ddnn.engine.distributed import process_rank
 from ddnn.engine.resume import checkpoint_config
-from ddnn.engine.run_folder import check_out_dir
+from ddnn.engine.run_folder import check_out_dir, only_a_failed_start
 from ddnn.engine.setup import check_config
 from ddnn.engine.trainer import train_run
 from ddnn.errors import DdnnError
@@ -46,6 +46,17 @@ def train(cfg: Config | None, out: Path, log=None, resume: bool = False) -> dict
     return train_run(cfg, out, log, resume)
 
 
+def only_failed_starts(out: Path) -> bool:
+    """True when `out` holds a seeds run none of whose seeds finished an epoch (its seeds-config.yaml and
+    seed folders holding only a failed start): the same command may start it again."""
+    out = Path(out)
+    if not (out / run_files.SEEDS_CONFIG).is_file():
+        return False
+    return all(p.name == run_files.SEEDS_CONFIG or (p.is_dir() and p.name.startswith("seed")
+                                                     and (only_a_failed_start(p) or not any(p.iterdir())))
+               for p in out.iterdir())
+
+
 def train_seeds(cfg: Config, out: Path, log=None, resume: bool = False) -> dict:
     """Train `cfg` once per seed in `cfg.seeds` into sibling folders; returns the report's summary.
     `resume`: finished seeds are kept, a stopped one continues, the rest start."""
@@ -57,7 +68,7 @@ def train_seeds(cfg: Config, out: Path, log=None, resume: bool = False) -> dict:
     saved = out / run_files.SEEDS_CONFIG
     if resume and saved.is_file():
         checkpoint_config({"config": run_files.read_yaml(saved, "train into another --out")}, cfg, out)  # same experiment?
-    elif process_rank() == 0 and not (resume and not out.exists()):
+    elif process_rank() == 0 and not (resume and not out.exists()) and not only_failed_starts(out):
         check_out_dir(out)  # a previous run is never mixed into this one
     if process_rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
