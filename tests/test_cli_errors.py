@@ -358,6 +358,10 @@ PATH_CASES = {
     "profile-run-a-file": (["profile", "--run", "taken"], ["taken", "is a file, not a run folder"],
                            lambda d: (d / "taken").write_text("x")),
     "profile-run-empty": (["profile", "--run", "r"], ["has no best.pt"], lambda d: folder(d / "r")),
+    "profile-best-unreadable": (["profile", "--run", "r"], ["cannot read checkpoint", "best.pt"],
+                                lambda d: unreadable(run_like(d / "r") / "best.pt")),
+    "profile-best-wrong-kind": (["profile", "--run", "r"], ["best.pt", "corrupt"],
+                                lambda d: (run_like(d / "r") / "best.pt").write_bytes(b"\x00" * 64)),
     "profile-config-folder": (["profile", "-c", "conf"], ["conf", "is a folder"], lambda d: folder(d / "conf")),
     "profile-out-a-file": (["profile", "--out", "taken"], ["--out taken is a file", "give a folder"],
                            lambda d: (d / "taken").write_text("x")),
@@ -367,6 +371,10 @@ PATH_CASES = {
                           lambda d: (d / "taken").write_text("x")),
     "export-best-unreadable": (["export", "--run", "r", "--all"], ["cannot read checkpoint", "best.pt"],
                                lambda d: unreadable(run_like(d / "r") / "best.pt")),
+    "export-best-a-folder": (["export", "--run", "r", "--all"], ["best.pt", "is a folder"],
+                             lambda d: folder(run_like(d / "r") / "best.pt")),
+    "export-best-wrong-kind": (["export", "--run", "r", "--all"], ["best.pt", "TorchScript"],
+                               lambda d: torchscript_file(run_like(d / "r") / "best.pt")),
     # select
     "select-run-missing": (["select", "--run", "nothere", "--max-macs", "1M"], ["nothere", "does not exist"], None),
     "select-run-a-file": (["select", "--run", "taken", "--max-macs", "1M"], ["taken", "is a file, not a run folder"],
@@ -381,6 +389,10 @@ PATH_CASES = {
     "calibrate-run-a-file": (["calibrate", "--run", "taken"], ["taken", "is a file, not a run folder"],
                              lambda d: (d / "taken").write_text("x")),
     "calibrate-run-empty": (["calibrate", "--run", "r"], ["has no best.pt"], lambda d: folder(d / "r")),
+    "calibrate-best-a-folder": (["calibrate", "--run", "r"], ["best.pt", "is a folder"],
+                                lambda d: folder(run_like(d / "r") / "best.pt")),
+    "calibrate-best-unreadable": (["calibrate", "--run", "r"], ["cannot read checkpoint", "best.pt"],
+                                  lambda d: unreadable(run_like(d / "r") / "best.pt")),
     "calibrate-best-wrong-kind": (["calibrate", "--run", "r"], ["best.pt", "TorchScript"],
                                   lambda d: torchscript_file(run_like(d / "r") / "best.pt")),
     # report
@@ -428,8 +440,25 @@ def test_every_commands_file_paths_fail_in_one_line_and_touch_nothing(name, tmp_
     assert snapshot(tmp_path) == before
 
 
+# per command (all but `list`, which reads no file): a case for each kind of bad path, here or in ERROR_CASES
+COVERAGE = {
+    "train": ("config-missing", "train-config-folder", "train-config-unreadable", "train-config-not-a-mapping"),
+    "eval": ("eval-ckpt-missing", "eval-ckpt-folder", "eval-ckpt-unreadable", "eval-ckpt-torchscript"),
+    "profile": ("profile-run-missing", "profile-run-a-file", "profile-best-unreadable", "profile-best-wrong-kind"),
+    "export": ("export-run-missing", "export-best-a-folder", "export-best-unreadable", "export-best-wrong-kind"),
+    "select": ("select-no-profile", "select-profile-a-folder", "select-profile-unreadable", "select-profile-not-json"),
+    "calibrate": ("calibrate-run-missing", "calibrate-best-a-folder", "calibrate-best-unreadable",
+                  "calibrate-best-wrong-kind"),
+    "report": ("report-run-missing", "report-run-a-file", "report-results-unreadable", "report-results-not-json"),
+}
+
+
 def test_file_path_cases_cover_every_command():
+    """Missing, a folder for a file (or the reverse), unreadable, the wrong kind: for every command."""
     from ddnn.launch import COMMANDS
 
-    covered = {argv[0] for argv, _, _ in PATH_CASES.values()}
-    assert covered == set(COMMANDS) - {"list"}  # `list` reads no file
+    assert set(COVERAGE) == set(COMMANDS) - {"list"}
+    for command, names in COVERAGE.items():
+        for name in names:
+            argv = (PATH_CASES[name][0] if name in PATH_CASES else ERROR_CASES[name].argv)
+            assert argv[0] == command, name
