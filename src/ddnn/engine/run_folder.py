@@ -19,7 +19,7 @@ from ddnn.checkpoint import load_checkpoint, load_checkpoint_or_previous, previo
 from ddnn.config import saved_config
 from ddnn.engine.resume import first_difference
 from ddnn.errors import DdnnError
-from ddnn.files import NoSpace, os_error, remove_leftovers, write_text
+from ddnn.files import NoSpace, remove_leftovers, write_text
 
 # What a run folder holds before its first checkpoint; a folder with only these can start afresh.
 STARTUP_FILES = {run_files.CONFIG, run_files.METRICS, run_files.TENSORBOARD}
@@ -149,11 +149,8 @@ class RunFolder:
             if improved:
                 save_checkpoint(ckpt, self.path / run_files.BEST)
             save_checkpoint(ckpt, self.path / run_files.LAST)
-            try:
-                with open(self.path / run_files.METRICS, "a") as metrics:
-                    metrics.write(json.dumps(record) + "\n")
-            except OSError as err:
-                raise os_error(err, self.path / run_files.METRICS) from None
+            history = ckpt.get("history") or [record]  # the epochs so far, this one last
+            write_text(self.path / run_files.METRICS, "".join(json.dumps(r) + "\n" for r in history))
         except NoSpace as err:
             raise NoSpace(f"{err} (resume the run with: ddnn train --resume {self.path})") from None
 
