@@ -455,8 +455,13 @@ COVERAGE = {
 
 def test_file_path_cases_cover_every_command():
     """Missing, a folder for a file (or the reverse), unreadable, the wrong kind: for every command."""
+    import argparse
+
+    from ddnn.cli import build_parser
     from ddnn.launch import COMMANDS
 
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(COMMANDS) == set(sub.choices)  # ddnn-torchrun knows every command too
     assert set(COVERAGE) == set(COMMANDS) - {"list"}
     for command, names in COVERAGE.items():
         for name in names:
