@@ -513,3 +513,11 @@ def test_an_unforeseen_io_error_is_still_one_line(monkeypatch, capsys):
     assert main(["list"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == ["ddnn: error: Input/output error: /data/disk0/x.bin (--debug shows where it happened)"]
+
+
+def test_select_refuses_a_profile_whose_checkpoint_was_replaced_by_another_runs(run_copy):
+    run = run_copy()
+    assert main([*PROFILE, "--run", str(run)]) == 0
+    plant(run, run_id="0123456789abcdef")  # best.pt now another run's: the profile is not of it
+    with pytest.raises(DdnnError, match=r"profile\.json was made from .*best\.pt as it was before it changed"):
+        main(["--debug", "select", "--run", str(run), "--max-macs", "1G"])
