@@ -93,14 +93,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_leftovers(folder: Path, every: bool = False) -> list[Path]:
-    """Remove the temp files of killed writers in `folder` (those whose process is gone, or every one
-    when the caller owns the folder, `every`); returns what was removed."""
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Remove the temp files of killed writers in `folder`: those whose process is gone (a name without
+    a process id is an older ddnn's, long gone); a live writer's are kept. Returns what was removed."""
     removed = []
     for pattern in (".*.tmp", ".*.staged"):
         for path in Path(folder).glob(pattern):
             match = _TEMP.search(path.name)
-            if every or match is None or not _alive(int(match.group(1))):
+            if match is None or not _alive(int(match.group(1))):
                 discard(path)
                 removed.append(path)
     return removed

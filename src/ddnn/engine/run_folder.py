@@ -137,7 +137,7 @@ class RunFolder:
             except OSError as err:
                 raise DdnnError(f"cannot create run folder {self.path}: {err.strerror}; "
                                 "choose a writable --out") from None
-        remove_leftovers(self.path, every=True)  # this run owns the folder: any temp file is a killed save's
+        remove_leftovers(self.path)  # the temp files of a killed save (another command at work keeps its own)
         write_text(self.path / run_files.CONFIG, yaml.safe_dump(config, sort_keys=False))
         write_text(self.path / run_files.METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
