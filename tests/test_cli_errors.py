@@ -272,3 +272,198 @@ def test_refused_resume_leaves_the_run_as_it_was(results):
 
 def test_at_least_twenty_bad_inputs_are_covered():
     assert len(ERROR_CASES) >= 20
+
+
+# -- every command's file paths: missing, a folder for a file (and the reverse), unreadable, wrong kind --
+# In-process (the same `main` the console script runs, no interpreter start-up per case); the cases of
+# ERROR_CASES above already cover many missing paths through a real subprocess.
+
+def unreadable(path: Path) -> Path:
+    """A file that exists but cannot be read, even by root (a write-only kernel setting)."""
+    if os.geteuid() == 0:
+        path.symlink_to("/proc/sys/vm/compact_memory")
+    else:
+        path.write_text("secret\n")
+        path.chmod(0)
+    try:
+        path.read_bytes()
+    except OSError:
+        return path
+    pytest.skip("no unreadable file can be made on this machine")
+
+
+def folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def run_like(path: Path) -> Path:
+    """A folder laid out as a finished run's, each file a placeholder a case then replaces."""
+    path.mkdir()
+    (path / "results.json").write_text('{"nets": {"resnet8": {"top1": 50.0}}}\n')
+    (path / "config.yaml").write_text("model:\n  name: resnet8\n")
+    return path
+
+
+def torchscript_file(path: Path) -> Path:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    return path
+
+
+R18 = ["model.name=resnet18", "model.subnets=[resnet10]", "model.widths=null", "model.stem=imagenet", "data.name=synthetic",
+       "data.synthetic.size=40", "data.synthetic.image_size=32", "data.val_fraction=0.25", "data.test_fraction=0.25",
+       "runtime.progress=false"]
+
+PATH_CASES = {
+    # train
+    "train-config-folder": (["train", "-c", "conf"], ["conf", "is a folder"], lambda d: folder(d / "conf")),
+    "train-config-unreadable": (["train", "-c", "c.yaml"], ["cannot read config", "c.yaml"],
+                                lambda d: unreadable(d / "c.yaml")),
+    "train-config-empty": (["train", "-c", "c.yaml"], ["c.yaml", "is empty"], lambda d: (d / "c.yaml").write_text("")),
+    "train-config-not-a-mapping": (["train", "-c", "c.yaml"], ["c.yaml", "mapping"],
+                                   lambda d: (d / "c.yaml").write_text("- a\n- list\n")),
+    "train-out-a-file": (["train", "--out", "taken", *TINY_RUN], ["taken", "is a file"],
+                         lambda d: (d / "taken").write_text("x")),
+    "train-resume-a-file": (["train", "--resume", "taken"], ["taken", "is a file, not a run folder"],
+                            lambda d: (d / "taken").write_text("x")),
+    "train-resume-config-unreadable": (["train", "--resume", "r", "runtime.threads=1"], ["cannot read", "config.yaml"],
+                                       lambda d: unreadable(folder(d / "r") / "config.yaml")),
+    "train-init-from-folder": (["train", *R18, "model.init_from=w"], ["init_from file w", "is a folder"],
+                               lambda d: folder(d / "w")),
+    "train-init-from-unreadable": (["train", *R18, "model.init_from=w.pth"], ["cannot read init_from file", "w.pth"],
+                                   lambda d: unreadable(d / "w.pth")),
+    "train-init-from-wrong-kind": (["train", *R18, "model.init_from=w.pth"], ["init_from file w.pth", "corrupt"],
+                                   lambda d: (d / "w.pth").write_text("not weights\n")),
+    # eval
+    "eval-run-a-file": (["eval", "--run", "taken"], ["taken", "is a file, not a run folder"],
+                        lambda d: (d / "taken").write_text("x")),
+    "eval-best-a-folder": (["eval", "--run", "r"], ["best.pt", "is a folder"], lambda d: folder(run_like(d / "r") / "best.pt")),
+    "eval-best-unreadable": (["eval", "--run", "r"], ["cannot read checkpoint", "best.pt"],
+                             lambda d: unreadable(run_like(d / "r") / "best.pt")),
+    "eval-ckpt-missing": (["eval", "--ckpt", "nothere.pt"], ["nothere.pt", "does not exist"], None),
+    "eval-ckpt-folder": (["eval", "--ckpt", "r"], ["checkpoint r", "is a folder"], lambda d: folder(d / "r")),
+    "eval-ckpt-unreadable": (["eval", "--ckpt", "c.pt"], ["cannot read checkpoint", "c.pt"],
+                             lambda d: unreadable(d / "c.pt")),
+    "eval-ckpt-torchscript": (["eval", "--ckpt", "m.pt"], ["m.pt", "TorchScript", "torch.jit.load"],
+                              lambda d: torchscript_file(d / "m.pt")),
+    "eval-ckpt-onnx": (["eval", "--ckpt", "m.onnx"], ["m.onnx", "ONNX", "onnxruntime"],
+                       lambda d: (d / "m.onnx").write_bytes(b"\x08\x07onnx")),
+    # profile
+    "profile-run-a-file": (["profile", "--run", "taken"], ["taken", "is a file, not a run folder"],
+                           lambda d: (d / "taken").write_text("x")),
+    "profile-run-empty": (["profile", "--run", "r"], ["has no best.pt"], lambda d: folder(d / "r")),
+    "profile-best-unreadable": (["profile", "--run", "r"], ["cannot read checkpoint", "best.pt"],
+                                lambda d: unreadable(run_like(d / "r") / "best.pt")),
+    "profile-best-wrong-kind": (["profile", "--run", "r"], ["best.pt", "corrupt"],
+                                lambda d: (run_like(d / "r") / "best.pt").write_bytes(b"\x00" * 64)),
+    "profile-config-folder": (["profile", "-c", "conf"], ["conf", "is a folder"], lambda d: folder(d / "conf")),
+    "profile-out-a-file": (["profile", "--out", "taken"], ["--out taken is a file", "give a folder"],
+                           lambda d: (d / "taken").write_text("x")),
+    # export
+    "export-run-missing": (["export", "--run", "nothere", "--all"], ["nothere", "does not exist"], None),
+    "export-run-a-file": (["export", "--run", "taken", "--all"], ["taken", "is a file, not a run folder"],
+                          lambda d: (d / "taken").write_text("x")),
+    "export-best-unreadable": (["export", "--run", "r", "--all"], ["cannot read checkpoint", "best.pt"],
+                               lambda d: unreadable(run_like(d / "r") / "best.pt")),
+    "export-best-a-folder": (["export", "--run", "r", "--all"], ["best.pt", "is a folder"],
+                             lambda d: folder(run_like(d / "r") / "best.pt")),
+    "export-best-wrong-kind": (["export", "--run", "r", "--all"], ["best.pt", "TorchScript"],
+                               lambda d: torchscript_file(run_like(d / "r") / "best.pt")),
+    # select
+    "select-run-missing": (["select", "--run", "nothere", "--max-macs", "1M"], ["nothere", "does not exist"], None),
+    "select-run-a-file": (["select", "--run", "taken", "--max-macs", "1M"], ["taken", "is a file, not a run folder"],
+                          lambda d: (d / "taken").write_text("x")),
+    "select-profile-a-folder": (["select", "--run", "r", "--max-macs", "1M"], ["profile.json", "is a folder"],
+                                lambda d: folder(run_like(d / "r") / "profile.json")),
+    "select-profile-unreadable": (["select", "--run", "r", "--max-macs", "1M"], ["cannot read", "profile.json"],
+                                  lambda d: unreadable(run_like(d / "r") / "profile.json")),
+    "select-profile-not-json": (["select", "--run", "r", "--max-macs", "1M"], ["profile.json", "not valid JSON"],
+                                lambda d: (run_like(d / "r") / "profile.json").write_text("{half")),
+    # calibrate
+    "calibrate-run-a-file": (["calibrate", "--run", "taken"], ["taken", "is a file, not a run folder"],
+                             lambda d: (d / "taken").write_text("x")),
+    "calibrate-run-empty": (["calibrate", "--run", "r"], ["has no best.pt"], lambda d: folder(d / "r")),
+    "calibrate-best-a-folder": (["calibrate", "--run", "r"], ["best.pt", "is a folder"],
+                                lambda d: folder(run_like(d / "r") / "best.pt")),
+    "calibrate-best-unreadable": (["calibrate", "--run", "r"], ["cannot read checkpoint", "best.pt"],
+                                  lambda d: unreadable(run_like(d / "r") / "best.pt")),
+    "calibrate-best-wrong-kind": (["calibrate", "--run", "r"], ["best.pt", "TorchScript"],
+                                  lambda d: torchscript_file(run_like(d / "r") / "best.pt")),
+    # report
+    "report-run-a-file": (["report", "taken"], ["taken", "is not a folder"], lambda d: (d / "taken").write_text("x")),
+    "report-not-a-run": (["report", "r"], ["r has no results.json"], lambda d: folder(d / "r")),
+    "report-results-unreadable": (["report", "r"], ["cannot read", "results.json"],
+                                  lambda d: (run_like(d / "r") / "results.json").unlink() or unreadable(d / "r" / "results.json")),
+    "report-results-not-json": (["report", "r"], ["results.json", "not valid JSON"],
+                                lambda d: (run_like(d / "r") / "results.json").write_text("{half")),
+    "report-metrics-unreadable": (["report", "r"], ["cannot read", "metrics.jsonl"],
+                                  lambda d: unreadable(run_like(d / "r") / "metrics.jsonl")),
+    "report-config-a-folder": (["report", "r"], ["config.yaml", "is a folder"],
+                               lambda d: (run_like(d / "r") / "config.yaml").unlink() or folder(d / "r" / "config.yaml")),
+    "report-out-a-file": (["report", "r", "--out", "taken"], ["taken"],
+                          lambda d: run_like(d / "r") and (d / "taken").write_text("x")),
+}
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path below `folder` with its bytes (None for folders and files that cannot be read)."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        try:
+            out[str(p.relative_to(folder))] = p.read_bytes() if p.is_file() else None
+        except OSError:
+            out[str(p.relative_to(folder))] = None
+    return out
+
+
+@pytest.mark.parametrize("name", list(PATH_CASES))
+def test_every_commands_file_paths_fail_in_one_line_and_touch_nothing(name, tmp_path, monkeypatch, capsys):
+    from ddnn.cli import main
+
+    argv, words, setup = PATH_CASES[name]
+    if setup:
+        setup(tmp_path)
+    before = snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as err:
+        code = err.code
+    res = Result(tmp_path, code, *capsys.readouterr())
+    assert_one_line_error(res, words)
+    assert snapshot(tmp_path) == before
+
+
+# per command (all but `list`, which reads no file): a case for each kind of bad path, here or in ERROR_CASES
+COVERAGE = {
+    "train": ("config-missing", "train-config-folder", "train-config-unreadable", "train-config-not-a-mapping"),
+    "eval": ("eval-ckpt-missing", "eval-ckpt-folder", "eval-ckpt-unreadable", "eval-ckpt-torchscript"),
+    "profile": ("profile-run-missing", "profile-run-a-file", "profile-best-unreadable", "profile-best-wrong-kind"),
+    "export": ("export-run-missing", "export-best-a-folder", "export-best-unreadable", "export-best-wrong-kind"),
+    "select": ("select-no-profile", "select-profile-a-folder", "select-profile-unreadable", "select-profile-not-json"),
+    "calibrate": ("calibrate-run-missing", "calibrate-best-a-folder", "calibrate-best-unreadable",
+                  "calibrate-best-wrong-kind"),
+    "report": ("report-run-missing", "report-run-a-file", "report-results-unreadable", "report-results-not-json"),
+}
+
+
+def test_file_path_cases_cover_every_command():
+    """Missing, a folder for a file (or the reverse), unreadable, the wrong kind: for every command."""
+    import argparse
+
+    from ddnn.cli import build_parser
+    from ddnn.launch import COMMANDS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(COMMANDS) == set(sub.choices)  # ddnn-torchrun knows every command too
+    assert set(COVERAGE) == set(COMMANDS) - {"list"}
+    for command, names in COVERAGE.items():
+        for name in names:
+            argv = (PATH_CASES[name][0] if name in PATH_CASES else ERROR_CASES[name].argv)
+            assert argv[0] == command, name

@@ -145,10 +145,11 @@ def test_yaml_file(tmp_path):
     named = tmp_path / "x.yaml"
     named.write_text("name: given\n")
     assert load_config(str(named)).name == "given"
-    # an empty file is all defaults
+    # an empty file is refused (issue 18: it used to train the dataclass defaults, ResNet-56 on CIFAR-10)
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing\n")
-    assert load_config(str(empty)) == Config(name="empty", model=ModelConfig(head="private"))
+    with pytest.raises(DdnnError, match="empty.yaml is empty"):
+        load_config(str(empty))
 
 
 def test_yaml_file_section_mapping_checked(tmp_path):

@@ -264,8 +264,9 @@ def test_select_on_a_profiled_run(run_dir, tmp_path, capsys):
     capsys.readouterr()
     assert cmd_select(ns(run=str(run_dir), max_latency_ms=None, max_macs=small_macs, max_params=None, batch=1,
                          json=True)) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("selected resnet8 (blocks 1-1-1)") and "resnet14: over budget" in out
+    out, err = capsys.readouterr()
+    assert json.loads(out)["net"] == "resnet8"  # --json: stdout is the JSON alone, the explanation on stderr
+    assert err.startswith("selected resnet8 (blocks 1-1-1)") and "resnet14: over budget" in err
 
 
 # -- calibrate ------------------------------------------------------------------------------

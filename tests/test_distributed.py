@@ -76,7 +76,13 @@ def test_cli_under_torchrun_matches_one_process(tmp_path, method, request):
     else:
         chosen = METHOD_ARGS[method]
     args = [*TINY, *chosen, "data.batch_size=32", "train.epochs=2"]
-    launch(2, ["-m", "ddnn", "train", "--out", "two", *args], tmp_path)
+    if method == "individual":  # through ddnn-torchrun: torchrun's own launch behind ddnn's error handling
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        done = subprocess.run([sys.executable, "-m", "ddnn.launch", "--standalone", "--nproc_per_node=2", "train",
+                               "--out", "two", *args], cwd=tmp_path, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    else:
+        launch(2, ["-m", "ddnn", "train", "--out", "two", *args], tmp_path)
     subprocess.run([sys.executable, "-m", "ddnn", "train", "--out", "one", *args], cwd=tmp_path, check=True,
                    capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     two = tmp_path / "two"
@@ -96,3 +102,17 @@ def test_cli_under_torchrun_matches_one_process(tmp_path, method, request):
     loss_two, loss_one = (sum(r[0]["losses"].values()) for r in (metrics, single))
     assert loss_two == pytest.approx(loss_one, rel=0.03)
     assert set(metrics[0]["losses"]) == set(single[0]["losses"])
+
+
+def test_ddnn_torchrun_keeps_a_bad_input_to_one_line_and_exit_code_2(tmp_path):
+    """torchrun itself adds a ~40-line ChildFailedError report and exits 1; ddnn-torchrun passes on
+    ddnn's one line (printed once, by rank 0) and its exit code 2, and runs a good command as torchrun does."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    base = [sys.executable, "-m", "ddnn.launch", "--standalone", "--nproc_per_node=2"]
+    bad = subprocess.run([*base, "train", "nosuchkey=1"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.splitlines() == [bad.stderr.strip()] and bad.stderr.startswith("ddnn: error: unknown config key")
+    assert bad.stdout == ""
+    good = subprocess.run([*base, "list"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert good.returncode == 0 and good.stdout.count("models:") == 2 and good.stderr == "", good.stderr

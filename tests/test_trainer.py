@@ -20,9 +20,11 @@ def test_run_folder_contract(tiny_config, tmp_path):
     results = train(cfg, out, log=lambda *_: None)
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl", "results.json"]
 
-    # config.yaml is the fully resolved config: it rebuilds the same Config, with the launch written in
+    # config.yaml is the fully resolved config: it rebuilds the same Config, with the launch and run id written in
     launch = dataclasses.replace(cfg.distributed, world_size=1, per_rank_batch=32, lr=0.05)
-    assert from_dict(yaml.safe_load((out / "config.yaml").read_text())) == dataclasses.replace(cfg, distributed=launch)
+    saved = from_dict(yaml.safe_load((out / "config.yaml").read_text()))
+    assert saved == dataclasses.replace(cfg, distributed=launch, run_id=results["run_id"])
+    assert len(results["run_id"]) == 16
 
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2]

@@ -6,9 +6,11 @@ or the metadata is found on load, not only a truncated archive. Saving keeps the
 """
 
 import hashlib
+import io
 import os
 import pickle
-import tempfile
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,27 +18,21 @@ from typing import Any
 import torch
 
 from ddnn.errors import DdnnError
+from ddnn.files import discard, os_error, temp_path, write_bytes
 
 FORMAT = "ddnn-checkpoint/2"
 OLD_FORMATS = ("ddnn-checkpoint/1",)  # before checksums: still readable, nothing to verify
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`.
+    """torch.save into memory, then files.write_bytes: a temp file in the same folder, fsync, rename.
 
-    A crash leaves either the old file or the new one, never half of one.
+    A crash leaves either the old file or the new one, never half of one; a full disk is a one-line
+    error (torch's own writer would fail deep in C++).
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def read_torch_file(path: Path, what: str, fix: str) -> Any:
@@ -44,18 +40,45 @@ def read_torch_file(path: Path, what: str, fix: str) -> Any:
     ("checkpoint", "init_from file") and `fix` says what to do about a corrupt one."""
     path = Path(path)
     corrupt = f"{what} {path} is corrupt or truncated"
-    with open(path, "rb") as fh:
-        head = fh.read(2)
+    if path.is_dir():
+        raise DdnnError(f"{what} {path} is a folder, not a file; give a file (a run folder's best.pt or last.pt)")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+    except OSError as err:
+        raise DdnnError(f"cannot read {what} {path}: {err.strerror}") from None
+    kind = _other_kind(path)
+    if kind:
+        raise DdnnError(f"{what} {path} is {kind}, not a checkpoint (weights with their config); "
+                        "give the run's best.pt or last.pt")
     # torch.save writes a zip archive (or, in its legacy format, a pickle: protocol byte 0x80)
     if not zipfile.is_zipfile(path) and not (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
         raise DdnnError(f"{corrupt} (neither a torch zip archive nor a pickle); {fix}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on formats: the error below says what matters
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
-        raise DdnnError(f"{what} {path} was refused: it holds more than plain data ({first[:160]})") from None
+        called = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what_it_does = f"loading it would call {called.group(1)}" if called else "it holds pickled objects"
+        raise DdnnError(f"{what} {path} was refused: {what_it_does}, more than plain data, and ddnn never runs "
+                        "code from a file; use a checkpoint written by ddnn train") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise DdnnError(f"{corrupt} ({str(err).splitlines()[0][:120]}); {fix}") from None
+
+
+def _other_kind(path: Path) -> str | None:
+    """What a file given as a checkpoint is instead, when it is a known other kind (ddnn export's files)."""
+    if path.suffix == ".onnx":
+        return "an ONNX model (as ddnn export writes: run it with onnxruntime)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        return "a TorchScript model (as ddnn export writes: run it with torch.jit.load)"
+    return None
 
 
 def sha256_of(path: Path) -> str:
@@ -108,12 +131,18 @@ def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     path = Path(path)
     ckpt = {**ckpt, "format": FORMAT}
     ckpt["digest"] = digest(ckpt)
-    staged = path.with_name(f".{path.name}.staged")
-    save_atomic(ckpt, staged)
-    check_digest(read_torch_file(staged, "checkpoint", "the disk may be failing; check it"), staged)
-    if path.exists():
-        os.replace(path, previous_of(path))
-    os.replace(staged, path)
+    staged = temp_path(path, "staged")
+    try:
+        save_atomic(ckpt, staged)
+        check_digest(read_torch_file(staged, "checkpoint", "the disk may be failing; check it"), staged)
+        try:
+            if path.exists():
+                os.replace(path, previous_of(path))
+            os.replace(staged, path)
+        except OSError as err:
+            raise os_error(err, path) from None
+    finally:
+        discard(staged)
     _sync_folder(path.parent)
 
 
@@ -149,7 +178,7 @@ def _fallback_hint(path: Path) -> str:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A ddnn checkpoint as a dict; a missing, corrupt, tampered or foreign file is a one-line DdnnError."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DdnnError(f"checkpoint {path} does not exist; give a run folder's last.pt or best.pt")
     return check_digest(read_torch_file(path, "checkpoint", _fallback_hint(path).lstrip("; ")), path)
 

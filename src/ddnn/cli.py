@@ -27,14 +27,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.out and Path(args.out) != Path(args.resume):
             raise DdnnError("give the run folder once: --resume DIR, or --out DIR --resume auto")
         if not Path(args.resume).is_dir():
-            raise DdnnError(f"--resume {args.resume}: no such run folder; give a run folder that holds last.pt, "
+            what = "is a file, not a run folder" if Path(args.resume).exists() else "no such run folder"
+            raise DdnnError(f"--resume {args.resume}: {what}; give a run folder that holds last.pt, "
                             "or --resume auto with --out to start or continue a run")
         args.out = args.resume
     elif args.resume == "auto" and not args.out:
         raise DdnnError("--resume auto needs --out DIR: the folder to continue (or start) the run in")
     # `--resume DIR` alone continues the run with its own config; anything given must agree with it
-    own_config = args.resume not in (None, "auto") and not (args.config or args.overrides or args.seeds)
-    cfg = None if own_config else load_config(args.config, args.overrides)
+    given_dir = args.resume not in (None, "auto")
+    if given_dir and not (args.config or args.overrides or args.seeds):
+        cfg = None  # the run's own config, from its checkpoint
+    elif given_dir and not (args.config or args.seeds):  # e.g. runtime.threads=2: laid on the run's own config
+        from ddnn.engine.resume import resume_config
+
+        cfg = resume_config(Path(args.resume), args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
     if cfg is not None and args.seeds:
         cfg.seeds = parse_seeds(args.seeds)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -45,12 +53,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ddnn.engine.evaluation import evaluate_checkpoint
 
+    from ddnn.engine.runtime import set_threads
+
     if bool(args.run) == bool(args.ckpt):
         raise DdnnError("give exactly one of --run DIR or --ckpt FILE")
+    set_threads(args.threads)
     path = Path(args.ckpt) if args.ckpt else Path(args.run) / run_files.checkpoint(args.which)
-    if args.run and not Path(args.run).is_dir():
-        raise DdnnError(f"run folder {args.run} does not exist")
-    results = evaluate_checkpoint(path, args.split)
+    if args.run:
+        run_files.require_run_folder(Path(args.run))
+    if args.run:
+        from ddnn.files import remove_leftovers
+
+        remove_leftovers(Path(args.run))  # temp files of killed saves (their writers' processes are gone)
+    results = evaluate_checkpoint(path, args.split, folder=Path(args.run) if args.run else None, threads=args.threads)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0
@@ -112,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint of --run (default best)")
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: the run's runtime.threads)")
     p.set_defaults(func=_cmd_eval)
 
     from ddnn.deploy.commands import add_parsers
@@ -140,6 +156,17 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every process hits the same error; say it once
             print(f"ddnn: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an I/O failure no check foresaw: still one line naming the file
+        if args.debug:
+            raise
+        from ddnn.files import NO_SPACE, os_error
+
+        if os.environ.get("RANK", "0") == "0":
+            where = err.filename or "a file"
+            text = os_error(err, where) if err.errno in NO_SPACE else f"{err.strerror or err}: {where}"
+            print(f"ddnn: error: {text} (--debug shows where it happened)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("ddnn: interrupted; the run folder keeps the last saved checkpoint", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print("ddnn: interrupted; the run folder keeps the last saved checkpoint", file=sys.stderr)
         return 130

@@ -14,7 +14,7 @@ from pathlib import Path
 # (layer, the modules in it: a package name covers its sub-modules); the order is the rule.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("ddnn.errors", "ddnn.registry", "ddnn.checkpoint", "ddnn.run_files", "ddnn.text",
-                    "ddnn.layers", "ddnn.runtime")),
+                    "ddnn.files", "ddnn.layers", "ddnn.runtime")),
     ("config", ("ddnn.config",)),
     ("data", ("ddnn.data",)),
     ("models", ("ddnn.models",)),
@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("engine", ("ddnn.engine",)),
     ("deploy", ("ddnn.deploy",)),
     ("experiments", ("ddnn.experiments",)),
-    ("cli", ("ddnn.cli", "ddnn.__main__", "ddnn")),  # `ddnn` itself: the package's public names
+    ("cli", ("ddnn.cli", "ddnn.__main__", "ddnn.launch", "ddnn")),  # `ddnn` itself: the package's public names
 )
 
 

@@ -10,7 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ddnn.errors import DdnnError
+from ddnn.files import write_text
 
 CONFIG = "config.yaml"  # the fully resolved config
 METRICS = "metrics.jsonl"  # one JSON object per epoch
@@ -39,13 +42,40 @@ def seed_folder(seed: int) -> str:
 def read_json(path: Path, fix: str) -> Any:
     """A JSON file of a run folder; a damaged one is a one-line DdnnError ending with `fix`."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(read_text(path, fix))
     except json.JSONDecodeError as err:
         raise DdnnError(f"{path} is not valid JSON (line {err.lineno}: {err.msg}); {fix}") from None
-    except OSError as err:
-        raise DdnnError(f"cannot read {path}: {err.strerror}") from None
+
+
+def read_text(path: Path, fix: str) -> str:
+    """A text file of a run folder; one that cannot be read (a folder there, no permission) is a one-line DdnnError."""
+    path = Path(path)
+    if path.is_dir():
+        raise DdnnError(f"{path} is a folder where a file should be; {fix}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DdnnError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}; {fix}") from None
+
+
+def read_yaml(path: Path, fix: str) -> Any:
+    """A YAML file of a run folder (config.yaml, seeds-config.yaml, pipeline.yaml) with one-line errors."""
+    try:
+        return yaml.safe_load(read_text(path, fix))
+    except yaml.YAMLError as err:
+        raise DdnnError(f"{path} is not valid YAML ({getattr(err, 'problem', None) or err}); {fix}") from None
+
+
+def require_run_folder(path: Path) -> Path:
+    """`path` if it is a folder; a missing path or a file is a one-line DdnnError."""
+    path = Path(path)
+    if not path.exists():
+        raise DdnnError(f"run folder {path} does not exist; give a folder written by `ddnn train`")
+    if not path.is_dir():
+        raise DdnnError(f"{path} is a file, not a run folder; give the folder written by `ddnn train` that holds it")
+    return path
 
 
 def write_json(obj: Any, path: Path) -> None:
     """Indented JSON with a final newline, as every JSON file of a run folder is written."""
-    Path(path).write_text(json.dumps(obj, indent=2) + "\n")
+    write_text(path, json.dumps(obj, indent=2) + "\n")

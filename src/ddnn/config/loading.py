@@ -72,6 +72,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return number
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
         raise DdnnError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    if tp is float and not math.isfinite(value):  # .inf / .nan: a run that could only fail later
+        raise DdnnError(f"config key '{key}' is {value!r}; it must be a finite number")
     return value
 
 
@@ -142,7 +144,9 @@ def merge_sections(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any
 def find_config(ref: str) -> Path:
     """A config path, or the name of a bundled config (`ekd/cifar10-resnet56`)."""
     path = Path(ref)
-    if path.is_file():
+    if path.is_dir():
+        raise DdnnError(f"config {ref} is a folder; give a YAML file or a bundled name (see `ddnn list`)")
+    if path.exists():
         return path
     for candidate in (BUNDLED / ref, BUNDLED / f"{ref}.yaml"):
         if candidate.is_file():
@@ -174,6 +178,9 @@ def load_config(ref: str | None = None, overrides: list[str] | tuple[str, ...] =
     """Defaults <- YAML file (path or bundled name; None: the bundled default run) <- overrides."""
     path = find_config("default" if ref is None else ref)
     data = read_yaml(path)
+    if not data:  # not the defaults of the dataclasses (ResNet-56 on CIFAR-10): almost surely a mistake
+        raise DdnnError(f"config {path} is empty; give a config with its sections (data:, model:, ...; see "
+                        "docs/config.md), or leave out -c for the bundled default run")
     if "stages" in data:
         raise DdnnError(f"config {path} describes a pipeline of runs (stages:); run it with `ddnn train -c {ref}`")
     data.setdefault("name", path.stem)

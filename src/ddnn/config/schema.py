@@ -239,6 +239,9 @@ class DistributedConfig:
 @dataclass
 class Config:
     name: str = option("default", help="run name, used in the run folder's name", shown="the config file's name")
+    run_id: str | None = option(None, help="the run's identity, written by ddnn train into config.yaml, results.json "
+                                "and every checkpoint: a checkpoint copied in from another run is refused",
+                                shown="written by ddnn")
     data: DataConfig = option(help="the dataset", factory=DataConfig)
     model: ModelConfig = option(help="the network", factory=ModelConfig)
     method: MethodConfig = option(help="the training method", factory=MethodConfig)
@@ -256,8 +259,8 @@ class Config:
 
 # Dotted keys (a trailing '.' names a whole section) that say where or how a run ran, not what it
 # trains: resuming may change them, and `ddnn report` pools runs that differ only in them (and the seed).
-INCIDENTAL_KEYS = ("name", "data.root", "runtime.", "distributed.world_size", "distributed.per_rank_batch",
-                   "distributed.lr")
+INCIDENTAL_KEYS = ("name", "run_id", "data.root", "runtime.", "distributed.world_size",
+                   "distributed.per_rank_batch", "distributed.lr")
 
 
 def is_incidental(key: str) -> bool:

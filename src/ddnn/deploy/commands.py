@@ -3,15 +3,17 @@
 import argparse
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from ddnn import run_files
-from ddnn.checkpoint import save_checkpoint
+from ddnn.checkpoint import save_checkpoint, sha256_of
+from ddnn.deploy.provenance import check_current, checkpoint_identity, stale_files
 from ddnn.data import Normalizer, batches
 from ddnn.engine.evaluate import evaluate
-from ddnn.engine.runtime import Runtime
+from ddnn.engine.runtime import Runtime, set_threads
 from ddnn.errors import DdnnError
 from ddnn.text import human, markdown_table
 
@@ -41,6 +43,10 @@ def _accuracy(run) -> dict[str, dict[str, float | None]]:
 def cmd_profile(args: argparse.Namespace) -> int:
     from ddnn.deploy.profile import ProfileOptions, format_profile, profile_method, write_profile
 
+    set_threads(args.threads)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DdnnError(f"--out {args.out} is a file; profile writes {run_files.PROFILE_JSON} and "
+                        f"{run_files.PROFILE_CSV} into a folder: give a folder")
     opts = ProfileOptions(device=args.device, threads=args.threads, precision=args.precision,
                           batch_sizes=_batch_sizes(args.batch_sizes), warmup=args.warmup, repeats=args.repeats)
     if args.run:
@@ -51,7 +57,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         run = open_run(Path(args.run), args.which)
         method, spec, accuracy = run.method, run.spec, _accuracy(run)
         out = Path(args.out) if args.out else run.folder
-        source = {"run": str(run.folder), "checkpoint": str(run.checkpoint), "epoch": run.ckpt["epoch"]}
+        source = {"run": str(run.folder), "checkpoint": str(run.checkpoint), "epoch": run.ckpt["epoch"],
+                  **checkpoint_identity(run)}
     else:
         from ddnn.config import load_config
         from ddnn.engine.setup import build_method, check_config, load_data
@@ -67,6 +74,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     paths = write_profile(profile, out)
     print(format_profile(profile))
     print(f"written: {', '.join(map(str, paths))}")
+    if profile["busy"]:
+        print(f"ddnn: warning: {profile['busy']}", file=sys.stderr)
     return 0
 
 
@@ -81,6 +90,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise DdnnError("give --subnet NAME or --all, not both")
     if args.verify_images < 1:
         raise DdnnError("--verify-images must be >= 1")
+    set_threads(getattr(args, "threads", 0))
     fmt = args.format or ("both" if switchable else "torchscript")
     formats = ["torchscript", "onnx"] if fmt == "both" else [fmt]
     run = open_run(Path(args.run), args.which)
@@ -94,10 +104,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         names = [_default_net(run, data)]
     images = data.test.images[: args.verify_images]
-    if args.out and not args.all and len(formats) == 1:
+    one_file = not args.all and len(formats) == 1
+    folder = _out_folder(args.out, one_file) or run.folder / run_files.EXPORT
+    if args.out and one_file and not folder.is_dir():
         targets = [(names[0], formats[0], Path(args.out))]
     else:
-        folder = Path(args.out) if args.out else run.folder / run_files.EXPORT
         targets = [(name, fmt, folder / f"{name}{SUFFIX[fmt]}") for fmt in formats for name in names]
     for name, fmt, path in targets:
         info = export_net(run, name, fmt, path, images)
@@ -115,10 +126,10 @@ def _export_switchable(args: argparse.Namespace, run, data, formats: list[str]) 
     switchable_net(run)  # refused before anything is evaluated
     accuracy = _accuracy(run)
     images = data.test.images[: args.verify_images]
-    if args.out and len(formats) == 1:
+    folder = _out_folder(args.out, one_file=len(formats) == 1) or run.folder / run_files.EXPORT
+    if args.out and len(formats) == 1 and not folder.is_dir():
         targets = {formats[0]: Path(args.out)}
     else:
-        folder = Path(args.out) if args.out else run.folder / run_files.EXPORT
         targets = {fmt: folder / f"{stem(run)}{SUFFIX[fmt]}" for fmt in formats}
     for fmt, path in targets.items():
         info = export_switchable(run, fmt, path, images, accuracy)
@@ -130,6 +141,18 @@ def _export_switchable(args: argparse.Namespace, run, data, formats: list[str]) 
                   f"{d['max_abs_diff']:.2e} (<= {info['verified']['tolerance']:g}), test top-1 {d['top1']:.2f} %, "
                   f"{human(d['params'])} params, {human(d['macs'])} MACs")
     return 0
+
+
+def _out_folder(out: str | None, one_file: bool) -> Path | None:
+    """Export's --out: a file when one file is written and OUT is not a folder, else a folder (an
+    existing file there is refused: several files go into a folder). None: the default folder."""
+    if not out:
+        return None
+    path = Path(out)
+    if not one_file and path.exists() and not path.is_dir():
+        raise DdnnError(f"--out {out} is a file, but this export writes several files (--all or both formats); "
+                        "give a folder")
+    return path
 
 
 def _default_net(run, data) -> str:
@@ -158,15 +181,18 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     folder = Path(args.run)
     path = folder / run_files.PROFILE_JSON
-    if not folder.is_dir():
-        raise DdnnError(f"run folder {folder} does not exist")
-    if not path.is_file():
+    run_files.require_run_folder(folder)
+    if not path.exists():
         raise DdnnError(f"{folder} has no {path.name}; run `ddnn profile --run {folder}` first "
                         "(select ranks the nets by the accuracy and latency it measures)")
     profile = run_files.read_json(path, f"run `ddnn profile --run {folder}` again")
+    check_current(profile, folder, "profile.json", f"run `ddnn profile --run {folder}` again")
     budget = Budget(args.max_latency_ms, args.max_macs, args.max_params, args.batch)
+    if args.max_latency_ms is not None and profile.get("busy"):
+        print(f"ddnn: warning: its latencies may mislead: {profile['busy']}", file=sys.stderr)
     choice = select(profile, budget)
-    print(explain(choice, budget))
+    # with --json, stdout is the JSON alone (for a pipe); the explanation goes to stderr
+    print(explain(choice, budget), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(choice, indent=2))
     return 0
@@ -178,6 +204,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if args.batches < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise DdnnError("--batches and --batch-size must be >= 1")
+    set_threads(getattr(args, "threads", 0))
     run = open_run(Path(args.run), args.which, calibrated=False)
     data = run.load_data()
     target = data.val if args.split == "val" else data.test
@@ -197,20 +224,28 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     images, n_batches = sum(used), len(used)
     run.ckpt["calibration"] = {"nets": stats, "batches": n_batches, "batch_size": bs, "images": images,
                                "seed": args.seed, "split": args.split, "top1_before": before, "top1_after": after}
+    made_from = sha256_of(run.checkpoint)
     save_checkpoint(run.ckpt, run.checkpoint)
+    stale = stale_files(run.folder, run.checkpoint, made_from)
     rows = [("net", f"{args.split} top1 before", "after", "change")]
     rows += [(n, f"{before[n]:.2f}", f"{after[n]:.2f}", f"{after[n] - before[n]:+.2f}") for n in before]
     print("\n".join(markdown_table(rows)))
     print(f"BN statistics of every net re-estimated from {images} training images ({n_batches} batches of up to {bs}, "
           f"bn={run.cfg.model.bn}); stored in {run.checkpoint} and used by eval, profile and export")
+    if stale:
+        print(f"made from {run.checkpoint.name} before this calibration, now out of date (select refuses a stale "
+              f"profile.json): {', '.join(stale)}; run ddnn profile / ddnn export again", file=sys.stderr)
     return 0
 
 
 def add_parsers(sub) -> None:
     """Register the deploy subcommands on the CLI's subparsers."""
+    from ddnn.deploy.select import count
+
     def run_args(p, which_default="best"):
         p.add_argument("--run", required=True, help="run folder written by ddnn train")
         p.add_argument("--which", choices=["best", "last"], default=which_default, help="checkpoint (default best)")
+        p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
 
     p = sub.add_parser("profile", help="params, MACs, latency (inside the DDNN and standalone) and peak memory per net")
     p.add_argument("--run", help="run folder (else profile a config's nets with random weights)")
@@ -242,10 +277,10 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("select", help="the most accurate net of a profiled run within a budget")
     p.add_argument("--run", required=True, help="run folder holding profile.json (ddnn profile --run)")
     p.add_argument("--max-latency-ms", type=float, help="standalone median latency budget")
-    p.add_argument("--max-macs", type=float, help="MACs budget (e.g. 3e7)")
-    p.add_argument("--max-params", type=float, help="parameter budget (e.g. 2e5)")
+    p.add_argument("--max-macs", type=count, help="MACs budget (e.g. 3e7 or 30M)")
+    p.add_argument("--max-params", type=count, help="parameter budget (e.g. 2e5 or 200K)")
     p.add_argument("--batch", type=int, default=1, help="batch size whose latency counts (default 1)")
-    p.add_argument("--json", action="store_true", help="also print the choice as JSON")
+    p.add_argument("--json", action="store_true", help="print the choice as JSON on stdout (the explanation on stderr)")
     p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("calibrate", help="re-estimate each net's BN statistics from training batches")

@@ -6,17 +6,19 @@ back and run on real images; its logits must match the DDNN's own (max abs diffe
 nothing is written and the command fails.
 """
 
+import hashlib
+import io
 import json
-import os
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ddnn.checkpoint import sha256_of
+from ddnn.deploy.provenance import checkpoint_identity
 from ddnn.deploy.run import TrainedRun
 from ddnn.errors import DdnnError
+from ddnn.files import write_bytes, write_text
 
 TOLERANCE = 1e-4
 SUFFIX = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}
@@ -51,26 +53,29 @@ def require_onnx():
     return onnxruntime
 
 
-def _write(model: nn.Module, example: torch.Tensor, fmt: str, path: Path) -> None:
+def _serialize(model: nn.Module, example: torch.Tensor, fmt: str) -> bytes:
+    """The file's bytes, made in memory: only ddnn's own writer touches the disk (files.write_bytes)."""
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / exporter deprecation chatter
         if fmt == "torchscript":
-            torch.jit.save(torch.jit.trace(model, example), str(path))
+            torch.jit.save(torch.jit.trace(model, example), buffer)
         else:
             # the TorchScript-based exporter: no onnxscript needed, dynamic batch axis
-            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["image"],
+            torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["image"],
                               output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
                               opset_version=17)
+    return buffer.getvalue()
 
 
-def _run_file(fmt: str, path: Path, images: torch.Tensor) -> torch.Tensor:
-    """Logits of the written file on `images`, through the runtime a deployment would use."""
+def _run_file(fmt: str, data: bytes, images: torch.Tensor) -> torch.Tensor:
+    """Logits of the file's bytes on `images`, through the runtime a deployment would use."""
     if fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
-            return torch.jit.load(str(path), map_location="cpu")(images)
+            return torch.jit.load(io.BytesIO(data), map_location="cpu")(images)
     ort = require_onnx()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"image": images.numpy()})[0])
 
 
@@ -88,31 +93,28 @@ def export_net(run: TrainedRun, name: str, fmt: str, path: Path, images: torch.T
     pixels = images.float() / 255.0
     normalize = Normalized(nn.Identity(), run.spec.mean, run.spec.std)
     reference = method.predict(normalize(pixels), name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # written and checked under a temporary name: a failed export never replaces a good file
-    tmp = path.with_name(f".{path.name}.tmp")
+    # made and checked in memory, then written whole: a failed export never replaces a good file
+    data = _serialize(model, pixels[:2], fmt)
     try:
-        _write(model, pixels[:2], fmt, tmp)
-        try:
-            produced = _run_file(fmt, tmp, pixels)
-        except Exception as err:  # a file its own runtime cannot run is not an export
-            raise DdnnError(f"the exported '{name}' could not be run back ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0][:160]}); nothing written") from None
-        diff = (produced.float() - reference).abs().max().item()
-        if not diff <= TOLERANCE:
-            raise DdnnError(f"export of '{name}' failed verification: its outputs differ from the DDNN's by "
-                            f"{diff:.2e} (> {TOLERANCE:g}) on {len(images)} images; nothing written")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        produced = _run_file(fmt, data, pixels)
+    except Exception as err:  # a file its own runtime cannot run is not an export
+        raise DdnnError(f"the exported '{name}' could not be run back ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0][:160]}); nothing written") from None
+    diff = (produced.float() - reference).abs().max().item()
+    if not diff <= TOLERANCE:
+        raise DdnnError(f"export of '{name}' failed verification: its outputs differ from the DDNN's by "
+                        f"{diff:.2e} (> {TOLERANCE:g}) on {len(images)} images; nothing written")
+    write_bytes(path, data)
     sub = run.method.nets()[name]
     info = {
-        "net": name, "blocks": list(sub.blocks), "format": fmt, "file": path.name, "sha256": sha256_of(path),
+        "net": name, "blocks": list(sub.blocks), "format": fmt, "file": path.name,
+        "sha256": hashlib.sha256(data).hexdigest(),
         "input": input_contract(run.spec),
         "output": {"logits": run.spec.num_classes},
         "verified": {"images": len(images), "max_abs_diff": diff, "tolerance": TOLERANCE},
         "source": {"checkpoint": str(run.checkpoint), "epoch": run.ckpt["epoch"],
+                   **checkpoint_identity(run),
                    "calibrated_bn": name in run.ckpt.get("calibration", {}).get("nets", {})},
     }
-    Path(str(path) + ".json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text(Path(str(path) + ".json"), json.dumps(info, indent=2) + "\n")
     return info

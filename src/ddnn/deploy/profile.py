@@ -6,6 +6,8 @@ Latency is measured twice per net and batch size, side by side: the sub-net run 
 
 import contextlib
 import csv
+import io
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from ddnn.deploy.latency import time_interleaved
 from ddnn.deploy.memory import peak_forward_memory
 from ddnn.engine.runtime import DTYPES, resolve_device
 from ddnn.errors import DdnnError
+from ddnn.files import write_text
 from ddnn.methods import Method
 from ddnn.models.cost import MACS_NOTE, net_cost
 from ddnn.text import human, markdown_table
@@ -69,10 +72,40 @@ def profile_method(method: Method, spec: InputSpec, opts: ProfileOptions,
             with context():
                 row["peak_memory_bytes"][str(b)] = peak_forward_memory(standalone, x)
         nets[name] = row
-    return {"device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
-            **{k: v for k, v in asdict(opts).items() if k not in ("device", "threads")},
-            "batch_sizes": list(opts.batch_sizes), "torch": torch.__version__, "macs_note": MACS_NOTE,
-            "nets": nets}
+    profile = {"device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
+               **{k: v for k, v in asdict(opts).items() if k not in ("device", "threads")},
+               "batch_sizes": list(opts.batch_sizes), "torch": torch.__version__, "macs_note": MACS_NOTE,
+               "cpus": os.cpu_count(), "load_average": _load_average(), "nets": nets}
+    profile["busy"] = busy_note(profile)
+    return profile
+
+
+BUSY_SPREAD = 2.0  # a net's p90/p10 latency above this: other work shared the machine while it was timed
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)  # the last minute: the time the profile took, or most of it
+    except (OSError, AttributeError):
+        return None
+
+
+def busy_note(profile: dict) -> str | None:
+    """Why the machine looked busy while `profile` was measured (wide latency spreads, a load average
+    above the core count), or None: such latencies are too high and unsteady to choose a net by."""
+    spreads = [(lat[kind]["p90"] / lat[kind]["p10"], name, b) for name, n in profile["nets"].items()
+               for b, lat in n["latency_ms"].items() for kind in ("standalone", "ddnn") if lat[kind]["p10"] > 0]
+    reasons = []
+    worst = max(spreads, default=None)
+    if worst is not None and worst[0] > BUSY_SPREAD:
+        reasons.append(f"latency p90/p10 up to {worst[0]:.1f}x, {worst[1]} at batch {worst[2]}")
+    load, cpus = profile.get("load_average"), profile.get("cpus")
+    if load is not None and cpus and load > cpus:
+        reasons.append(f"load average {load:g} on {cpus} cores")
+    if not reasons:
+        return None
+    return (f"the machine looked busy while profiling ({'; '.join(reasons)}): the latencies may be high and "
+            "unsteady; profile again on a quiet machine, with --threads below the idle cores, or with more --repeats")
 
 
 def _device_name(device: torch.device) -> str:
@@ -112,22 +145,22 @@ def format_profile(profile: dict) -> str:
 
 def write_profile(profile: dict, out: Path) -> list[Path]:
     """profile.json and profile.csv (one row per net) in the folder `out`."""
-    out.mkdir(parents=True, exist_ok=True)
     run_files.write_json(profile, out / run_files.PROFILE_JSON)
     fields = ["net", "blocks", "params", "macs", "top1", "val_top1"]
     for b in map(str, profile["batch_sizes"]):
         fields += [f"ms_b{b}_median", f"ms_b{b}_p10", f"ms_b{b}_p90", f"ms_b{b}_ddnn_median",
                    f"ratio_b{b}", f"peak_bytes_b{b}"]
-    with open(out / run_files.PROFILE_CSV, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for name, n in profile["nets"].items():
-            row = {"net": name, "blocks": "-".join(map(str, n["blocks"])), "params": n["params"],
-                   "macs": n["macs"], "top1": n.get("top1"), "val_top1": n.get("val_top1")}
-            for b in map(str, profile["batch_sizes"]):
-                lat = n["latency_ms"][b]
-                row |= {f"ms_b{b}_median": lat["standalone"]["median"], f"ms_b{b}_p10": lat["standalone"]["p10"],
-                        f"ms_b{b}_p90": lat["standalone"]["p90"], f"ms_b{b}_ddnn_median": lat["ddnn"]["median"],
-                        f"ratio_b{b}": lat["ratio"], f"peak_bytes_b{b}": n["peak_memory_bytes"][b]}
-            writer.writerow(row)
+    fh = io.StringIO(newline="")
+    writer = csv.DictWriter(fh, fieldnames=fields)
+    writer.writeheader()
+    for name, n in profile["nets"].items():
+        row = {"net": name, "blocks": "-".join(map(str, n["blocks"])), "params": n["params"],
+               "macs": n["macs"], "top1": n.get("top1"), "val_top1": n.get("val_top1")}
+        for b in map(str, profile["batch_sizes"]):
+            lat = n["latency_ms"][b]
+            row |= {f"ms_b{b}_median": lat["standalone"]["median"], f"ms_b{b}_p10": lat["standalone"]["p10"],
+                    f"ms_b{b}_p90": lat["standalone"]["p90"], f"ms_b{b}_ddnn_median": lat["ddnn"]["median"],
+                    f"ratio_b{b}": lat["ratio"], f"peak_bytes_b{b}": n["peak_memory_bytes"][b]}
+        writer.writerow(row)
+    write_text(out / run_files.PROFILE_CSV, fh.getvalue())
     return [out / run_files.PROFILE_JSON, out / run_files.PROFILE_CSV]

@@ -3,11 +3,13 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from ddnn import run_files
 from ddnn.config import Config, saved_config
 from ddnn.data import Dataset, InputSpec, load_dataset
 from ddnn.engine.evaluation import load_method
-from ddnn.engine.run_folder import checkpoint_of
+from ddnn.engine.run_folder import check_belongs, checkpoint_of
 from ddnn.errors import DdnnError, did_you_mean
+from ddnn.files import remove_leftovers
 from ddnn.methods import Method
 
 
@@ -36,4 +38,7 @@ def open_run(folder: Path, which: str = "best", calibrated: bool = True) -> Trai
     """The run in `folder` with its `which` checkpoint (best or last) loaded."""
     path = checkpoint_of(folder, which)
     method, ckpt = load_method(path, calibrated=calibrated)
+    check_belongs(Path(folder), ckpt, path)
+    for where in (Path(folder), Path(folder) / run_files.EXPORT):  # temp files of killed saves and exports
+        remove_leftovers(where)
     return TrainedRun(Path(folder), path, method, ckpt, saved_config(ckpt["config"]), InputSpec.from_dict(ckpt["input"]))

@@ -1,9 +1,24 @@
 """`ddnn select`: the most accurate net of a profiled run that fits a device's budget."""
 
+import argparse
+import math
+import re
 from dataclasses import dataclass
 
 from ddnn.errors import DdnnError
 from ddnn.text import human
+
+
+SCALES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def count(text: str) -> float:
+    """A count as people write it: 200000, 2e5, 200K, 1.5M, 3G (argparse type of --max-params/--max-macs)."""
+    match = re.fullmatch(r"\s*([0-9.eE+-]+?)\s*([kKmMgG]?)\s*", text)
+    try:
+        return float(match.group(1)) * SCALES[match.group(2).lower()]
+    except (AttributeError, ValueError):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a count (e.g. 200000, 2e5, 200K, 1.5M, 3G)") from None
 
 
 @dataclass
@@ -17,8 +32,10 @@ class Budget:
         limits = (self.max_latency_ms, self.max_macs, self.max_params)
         if all(v is None for v in limits):
             raise DdnnError("give a budget: --max-latency-ms, --max-macs and/or --max-params")
-        if any(v is not None and v <= 0 for v in limits):
-            raise DdnnError("budgets must be positive numbers")
+        if any(v is not None and not (math.isfinite(v) and v > 0) for v in limits):
+            raise DdnnError("budgets must be positive finite numbers (e.g. --max-latency-ms 2.5, --max-params 200K)")
+        if self.batch < 1:
+            raise DdnnError(f"--batch {self.batch} must be >= 1")
 
     def overruns(self, row: dict) -> list[str]:
         """Why a net does not fit (empty when it does)."""

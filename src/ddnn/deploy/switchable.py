@@ -14,6 +14,7 @@ name, run back at every depth through `ddnn.runtime` on real test images and com
 DDNN's logits; one depth off by more than the tolerance and nothing is written.
 """
 
+import hashlib
 import io
 import json
 import os
@@ -25,10 +26,11 @@ import torch
 from torch import nn
 
 from ddnn import runtime
-from ddnn.checkpoint import sha256_of
 from ddnn.deploy import export
+from ddnn.deploy.provenance import checkpoint_identity
 from ddnn.deploy.run import TrainedRun
 from ddnn.errors import DdnnError
+from ddnn.files import discard, os_error, temp_path, write_into, write_text
 from ddnn.methods.ekd import EmbeddedKD
 from ddnn.models import DynamicNet
 from ddnn.models.cost import count_macs, count_params
@@ -158,7 +160,8 @@ def inline_weight_aliases(graph) -> None:
     rename(graph)
 
 
-def _write(module: nn.Module, meta: dict, fmt: str, example: torch.Tensor, path: Path) -> None:
+def _serialize(module: nn.Module, meta: dict, fmt: str, example: torch.Tensor) -> bytes:
+    """The switchable file's bytes, made in memory (ddnn's own writer puts them on disk)."""
     text = json.dumps(meta)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript and exporter deprecation notices
@@ -167,25 +170,26 @@ def _write(module: nn.Module, meta: dict, fmt: str, example: torch.Tensor, path:
         except Exception as err:  # a layer TorchScript cannot compile
             raise DdnnError(f"the DDNN could not be scripted into a switchable file ({type(err).__name__}: "
                             f"{str(err).splitlines()[0][:160]}); export its depths one by one with --all") from None
+        buffer = io.BytesIO()
         if fmt == "torchscript":
-            torch.jit.save(scripted, str(path), _extra_files={f"{runtime.METADATA_KEY}.json": text})
-            return
+            torch.jit.save(scripted, buffer, _extra_files={f"{runtime.METADATA_KEY}.json": text})
+            return buffer.getvalue()
         # the exporter rewrites the script's graphs in place, and later scripts of the same layers in this
         # process would inherit that (a TorchScript file 0.37 MB bigger); it gets a private copy
-        buffer = io.BytesIO()
         torch.jit.save(scripted, buffer)
         buffer.seek(0)
-        torch.onnx.export(torch.jit.load(buffer), (example, torch.tensor(0)), str(path), dynamo=False,
+        exported = io.BytesIO()
+        torch.onnx.export(torch.jit.load(buffer), (example, torch.tensor(0)), exported, dynamo=False,
                           input_names=["image", "depth"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
                           do_constant_folding=False)
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load_from_string(exported.getvalue())
     inline_weight_aliases(model.graph)
     model.metadata_props.add(key=runtime.METADATA_KEY, value=text)
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    return model.SerializeToString()
 
 
 def _verify(fmt: str, path: Path, pixels: torch.Tensor, references: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -221,19 +225,30 @@ def export_switchable(run: TrainedRun, fmt: str, path: Path, images: torch.Tenso
     pixels = images.float() / 255.0
     normalize = export.Normalized(nn.Identity(), run.spec.mean, run.spec.std)
     references = {name: method.predict(normalize(pixels), name) for name in net.subnets}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # a failed export never replaces a good file
+    data = _serialize(module, meta, fmt, pixels[:2])
+    if path.is_dir():
+        raise DdnnError(f"{path} is a folder; give a file name there (or remove the folder)")
+    tmp = temp_path(path)  # checked under a temporary name: a failed export never replaces a good file
     try:
-        _write(module, meta, fmt, pixels[:2], tmp)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_into(tmp, data)
+        except OSError as err:
+            raise os_error(err, path) from None
         diffs = _verify(fmt, tmp, pixels, references)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:
+            raise os_error(err, path) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
     calibrated = run.ckpt.get("calibration", {}).get("nets", {})
-    info = {**meta, "format": fmt, "file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size,
+    info = {**meta, "format": fmt, "file": path.name, "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
             "depths": [{**d, "max_abs_diff": diffs[d["name"]]} for d in meta["depths"]],
             "verified": {"images": len(images), "max_abs_diff": max(diffs.values()), "tolerance": export.TOLERANCE},
             "source": {"checkpoint": str(run.checkpoint), "epoch": run.ckpt["epoch"],
+                       **checkpoint_identity(run),
                        "calibrated_bn": [name for name in net.subnets if name in calibrated]}}
-    Path(str(path) + ".json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text(Path(str(path) + ".json"), json.dumps(info, indent=2) + "\n")
     return info

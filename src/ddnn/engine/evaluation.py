@@ -6,7 +6,8 @@ from ddnn.checkpoint import load_checkpoint
 from ddnn.config import saved_config
 from ddnn.data import InputSpec, Normalizer, load_dataset
 from ddnn.engine.evaluate import evaluate
-from ddnn.engine.runtime import resolve_runtime
+from ddnn.engine.run_folder import check_belongs
+from ddnn.engine.runtime import resolve_runtime, set_threads
 from ddnn.engine.setup import build_method
 from ddnn.engine.summary import format_table
 from ddnn.errors import DdnnError
@@ -32,9 +33,14 @@ def load_method(path: Path, calibrated: bool = True) -> tuple[Method, dict]:
     return method.eval(), ckpt
 
 
-def evaluate_checkpoint(path: Path, split: str = "test", log=print) -> dict:
-    """Top-1 of every net of the checkpoint on `split`, with its costs; logs the table."""
+def evaluate_checkpoint(path: Path, split: str = "test", log=print, folder: Path | None = None,
+                        threads: int = 0) -> dict:
+    """Top-1 of every net of the checkpoint on `split`, with its costs; logs the table. `folder`: the
+    run folder it was taken from (a checkpoint copied in from another run is refused); `threads`: torch
+    threads (0: the run's runtime.threads)."""
     method, ckpt = load_method(path)
+    if folder is not None:
+        check_belongs(Path(folder), ckpt, path)
     cfg = saved_config(ckpt["config"])
     spec = InputSpec.from_dict(ckpt["input"])
     data = spec.check(load_dataset(cfg.data))
@@ -42,6 +48,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", log=print) -> dict:
     if target is None:
         raise DdnnError(f"the run has no {split} split (data.val_fraction is 0); use --split test")
     runtime = resolve_runtime(cfg.runtime)
+    set_threads(threads)
     method = runtime.prepare(method)
     top1 = evaluate(method, target, Normalizer(spec.mean, spec.std), runtime, cfg.data.eval_batch_size)
     costs = method.net_costs(spec.shape)

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddnn.config import Config, flatten, is_incidental, lookup, saved_config, to_dict
+from ddnn import run_files
+from ddnn.config import Config, apply_overrides, flatten, is_incidental, lookup, saved_config, to_dict
 from ddnn.errors import DdnnError
 
 
@@ -66,3 +67,18 @@ def checkpoint_config(ckpt: dict[str, Any], given: Config | None, out: Path) -> 
         # where and how it runs may change between attempts (another machine, more threads, the data moved)
         saved = dataclasses.replace(saved, runtime=given.runtime, data=dataclasses.replace(saved.data, root=given.data.root))
     return saved
+
+
+def resume_config(folder: Path, overrides: list[str] | tuple[str, ...]) -> Config:
+    """`--resume DIR key=value ...`: the run's own config (its config.yaml, or a seeds run's
+    seeds-config.yaml) with the overrides laid on it. Resuming then refuses any that changes what is
+    trained (see checkpoint_config): in effect only where and how it runs may change."""
+    folder = Path(folder)
+    path = next((folder / name for name in (run_files.SEEDS_CONFIG, run_files.CONFIG) if (folder / name).exists()), None)
+    if path is None:
+        raise DdnnError(f"{folder} holds no run to resume (no {run_files.CONFIG}); "
+                        f"start the run with: ddnn train --out {folder}")
+    data = run_files.read_yaml(path, "resume with the run's config given again (-c FILE)")
+    if not isinstance(data, dict):
+        raise DdnnError(f"{path} is not a ddnn config; resume with the run's config given again (-c FILE)")
+    return saved_config(apply_overrides(data, overrides))

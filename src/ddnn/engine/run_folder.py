@@ -8,6 +8,7 @@ keep-the-previous protocol of ddnn/checkpoint.py. Under torchrun only process 0 
 """
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +16,24 @@ import yaml
 
 from ddnn import run_files
 from ddnn.checkpoint import load_checkpoint, load_checkpoint_or_previous, previous_of, save_checkpoint
+from ddnn.config import saved_config
+from ddnn.engine.resume import first_difference
 from ddnn.errors import DdnnError
+from ddnn.files import NoSpace, remove_leftovers, write_text
 
 # What a run folder holds before its first checkpoint; a folder with only these can start afresh.
 STARTUP_FILES = {run_files.CONFIG, run_files.METRICS, run_files.TENSORBOARD}
 # An epoch saves best.pt before last.pt: best copies with no last copy are from a first epoch killed
 # before its last.pt was in place, and starting afresh recomputes them bit for bit.
 FIRST_EPOCH_FILES = {run_files.BEST, previous_of(Path(run_files.BEST)).name}
-PARTIAL_WRITES = (".*.tmp", ".*.staged")  # what a killed save leaves behind (checkpoint.py's temp names)
 
 
 def check_out_dir(out: Path) -> None:
     """Refuse a run folder that already holds something (a previous run is never overwritten)."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise DdnnError(f"run folder {out} is a file; choose another --out")
+    if out.exists() and any(out.iterdir()):
         raise DdnnError(f"run folder {out} already exists and is not empty; choose another --out or remove it")
 
 
@@ -45,15 +50,57 @@ def can_start_fresh(out: Path) -> bool:
     return all(name in STARTUP_FILES | FIRST_EPOCH_FILES or name.endswith((".tmp", ".staged")) for name in names)
 
 
+def only_a_failed_start(out: Path) -> bool:
+    """True when `out` holds only what a run that failed before finishing its first epoch wrote (its
+    config.yaml, an empty metrics.jsonl, temp files): nothing to keep, so the same command may start again."""
+    out = Path(out)
+    if not out.is_dir() or not (out / run_files.CONFIG).is_file():
+        return False
+    names = {p.name for p in out.iterdir()}
+    metrics = out / run_files.METRICS
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        return False
+    return all(name in STARTUP_FILES or name.endswith((".tmp", ".staged")) for name in names)
+
+
 def checkpoint_of(folder: Path, which: str = "best") -> Path:
     """The `which` (best or last) checkpoint of a finished or running run folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DdnnError(f"run folder {folder} does not exist; give a folder written by `ddnn train`")
+    folder = run_files.require_run_folder(Path(folder))
     path = folder / run_files.checkpoint(which)
-    if not path.is_file():
+    if not path.exists():
         raise DdnnError(f"run folder {folder} has no {path.name}; is it a ddnn run folder (train one with `ddnn train`)?")
     return path
+
+
+def new_run_id() -> str:
+    """A fresh run's identity (random: two runs of one config still differ)."""
+    return secrets.token_hex(8)
+
+
+def check_belongs(folder: Path, ckpt: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint copied into `folder` from another run: its run id must be the one in the
+    folder's config.yaml; for runs made before run ids, what it trains must be what config.yaml says."""
+    folder = Path(folder)
+    config_path = folder / run_files.CONFIG
+    if not config_path.exists():
+        return  # a folder with nothing to compare with (the checkpoint alone is the run)
+    folder_config = run_files.read_yaml(config_path, "it tells which run the folder holds: restore it or use the "
+                                        "checkpoint alone (ddnn eval --ckpt)")
+    own = ckpt.get("config") or {}
+    ours = folder_config.get("run_id") if isinstance(folder_config, dict) else None
+    theirs = own.get("run_id") if isinstance(own, dict) else None
+    fix = "it was copied from another run: put the run's own checkpoint back, or use the file alone (ddnn eval --ckpt)"
+    if ours or theirs:
+        if ours != theirs:
+            raise DdnnError(f"{path} does not belong to run folder {folder}: its run id is {theirs or 'missing'}, "
+                            f"the folder's (config.yaml) {ours or 'missing'}; {fix}")
+        return
+    try:
+        key = first_difference(saved_config(folder_config), saved_config(own))
+    except (DdnnError, TypeError, AttributeError):
+        key = "the config"
+    if key:
+        raise DdnnError(f"{path} does not belong to run folder {folder}: its {key} is not the one in config.yaml; {fix}")
 
 
 def find_last(out: Path, log) -> dict[str, Any] | None:
@@ -68,7 +115,7 @@ def find_last(out: Path, log) -> dict[str, Any] | None:
 def finished_results(out: Path) -> dict | None:
     """results.json of a finished run folder (None while it has not finished)."""
     path = Path(out) / run_files.RESULTS
-    return json.loads(path.read_text()) if path.is_file() else None
+    return run_files.read_json(path, "remove it and resume the run again to rewrite it") if path.exists() else None
 
 
 class RunFolder:
@@ -90,22 +137,22 @@ class RunFolder:
             except OSError as err:
                 raise DdnnError(f"cannot create run folder {self.path}: {err.strerror}; "
                                 "choose a writable --out") from None
-        for pattern in PARTIAL_WRITES:
-            for junk in self.path.glob(pattern):
-                junk.unlink(missing_ok=True)
-        (self.path / run_files.CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
-        with open(self.path / run_files.METRICS, "w") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in history)
+        remove_leftovers(self.path)  # the temp files of a killed save (another command at work keeps its own)
+        write_text(self.path / run_files.CONFIG, yaml.safe_dump(config, sort_keys=False))
+        write_text(self.path / run_files.METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
     def save_epoch(self, ckpt: dict, record: dict, improved: bool) -> None:
         """One epoch's checkpoint (best.pt too when it `improved`, then last.pt) and metrics line."""
         if not self.writer:
             return
-        if improved:
-            save_checkpoint(ckpt, self.path / run_files.BEST)
-        save_checkpoint(ckpt, self.path / run_files.LAST)
-        with open(self.path / run_files.METRICS, "a") as metrics:
-            metrics.write(json.dumps(record) + "\n")
+        try:
+            if improved:
+                save_checkpoint(ckpt, self.path / run_files.BEST)
+            save_checkpoint(ckpt, self.path / run_files.LAST)
+            history = ckpt.get("history") or [record]  # the epochs so far, this one last
+            write_text(self.path / run_files.METRICS, "".join(json.dumps(r) + "\n" for r in history))
+        except NoSpace as err:
+            raise NoSpace(f"{err} (resume the run with: ddnn train --resume {self.path})") from None
 
     def best(self) -> dict:
         return load_checkpoint(self.path / run_files.BEST)

@@ -84,6 +84,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def set_threads(threads: int, flag: str = "--threads") -> None:
+    """A command's `--threads N` (0: torch's default): a busy machine measures and runs better on fewer."""
+    if threads < 0:
+        raise DdnnError(f"{flag} {threads} must be an integer >= 0 (0: torch's default)")
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
 def resolve_runtime(cfg) -> Runtime:
     """A Runtime from a RuntimeConfig; 'auto' picks the fastest mode this hardware supports well."""
     device = resolve_device(cfg.device)

@@ -43,8 +43,9 @@ def check_config(cfg: Config) -> None:
     if cfg.model.init_from and cfg.model.cheap:
         raise DdnnError("model.init_from loads standard-convolution weights and cannot start a model.cheap net; "
                         "unset one of them")
-    if cfg.model.init_from and not Path(cfg.model.init_from).expanduser().is_file():
-        raise DdnnError(f"model.init_from file {cfg.model.init_from} does not exist; "
+    init_from = Path(cfg.model.init_from).expanduser() if cfg.model.init_from else None
+    if init_from and (not init_from.exists() or init_from.is_dir()):
+        raise DdnnError(f"model.init_from file {cfg.model.init_from} {'is a folder' if init_from.is_dir() else 'does not exist'}; "
                         "give the path of a torchvision ResNet state_dict (.pth)")
 
 

@@ -11,7 +11,7 @@ from ddnn.config import KDConfig, saved_config
 from ddnn.data import Dataset, InputSpec, Normalizer
 from ddnn.engine.evaluate import evaluate
 from ddnn.engine.evaluation import load_method
-from ddnn.engine.run_folder import checkpoint_of
+from ddnn.engine.run_folder import check_belongs, checkpoint_of
 from ddnn.engine.runtime import Runtime
 from ddnn.errors import DdnnError, did_you_mean
 from ddnn.methods import Method
@@ -33,6 +33,8 @@ def load_teacher(ref: str, kd: KDConfig, student_spec: InputSpec) -> Teacher:
     path = checkpoint_path(ref, kd.which)
     try:
         method, ckpt = load_method(path)
+        if Path(ref).expanduser().is_dir():  # a run folder: its checkpoint must be its own
+            check_belongs(Path(ref).expanduser(), ckpt, path)
     except DdnnError as err:
         raise DdnnError(f"teacher {ref}: {err}") from None
     cfg, spec = saved_config(ckpt["config"]), InputSpec.from_dict(ckpt["input"])

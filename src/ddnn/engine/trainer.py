@@ -20,13 +20,15 @@ from ddnn.engine.distributed import World, average_gradients
 from ddnn.engine.evaluate import evaluate
 from ddnn.engine.resume import checkpoint_config, rng_state, set_rng_state
 from ddnn.engine.runtime import describe_choice
-from ddnn.engine.run_folder import RunFolder, can_start_fresh, check_out_dir, find_last, finished_results
+from ddnn.engine.run_folder import (RunFolder, can_start_fresh, check_belongs, check_out_dir, find_last,
+                                   finished_results, new_run_id, only_a_failed_start)
 from ddnn.engine.schedule import make_optimizer, make_scheduler
 from ddnn.engine.setup import build_method, check_config, load_data, resolve_distributed, seed_everything, start
 from ddnn.engine.summary import format_table
 from ddnn.engine.teachers import evaluate_teachers, load_teachers
 from ddnn.engine.tensorboard import EpochScalars, writer_class
 from ddnn.errors import DdnnError
+from ddnn.files import remove_leftovers
 from ddnn.methods import Method
 from ddnn.models.cost import MACS_NOTE, count_params
 from ddnn.models.pretrained import apply_init_from
@@ -44,12 +46,16 @@ class Trainer:
         self.out = Path(out)
         self.runtime, self.world = start(cfg)
         self.log = (log or print_line) if self.world.is_main else (lambda line: None)
-        if resume is None and not (restart and can_start_fresh(self.out)):
+        if resume is None and only_a_failed_start(self.out):
+            self.log(f"ddnn: {self.out} holds only the start of a run that never finished an epoch; starting afresh")
+        elif resume is None and not (restart and can_start_fresh(self.out)):
             check_out_dir(self.out)
         scalars = writer_class() if cfg.runtime.tensorboard and self.world.is_main else None
         seed_everything(cfg.train.seed)
         self.data, self.spec = load_data(cfg)
         self.cfg = cfg = resolve_distributed(cfg, self.world)
+        if resume is None:  # a new run: the id that ties its checkpoints and results to its folder
+            self.cfg = cfg = dataclasses.replace(cfg, run_id=new_run_id())
         self.method, self.init_sha256 = self._build_method(fresh=resume is None)
         self.model = self._distribute(self.method)
         self.normalize = Normalizer(self.spec.mean, self.spec.std)
@@ -256,7 +262,7 @@ class Trainer:
         """results.json's description of the run (the nets and the method's entries follow)."""
         cfg, data = self.cfg, self.data
         return {
-            "method": cfg.method.name, "dataset": cfg.data.name, "model": cfg.model.name,
+            "run_id": cfg.run_id, "method": cfg.method.name, "dataset": cfg.data.name, "model": cfg.model.name,
             "epochs": cfg.train.epochs, "seed": cfg.train.seed, "split": "test",
             "selected_on": self.select_split, "best_epoch": best_epoch, "train_seconds": round(seconds, 2),
             "device": str(self.runtime.device), "precision": self.runtime.precision,
@@ -312,9 +318,11 @@ def train_run(cfg: Config | None, out: Path, log=None, resume: bool = False) -> 
         if cfg is None:
             raise DdnnError(f"{out} holds no last.pt to resume; start the run with: ddnn train --out {out}")
         return Trainer(cfg, out, log, restart=True).fit()
+    check_belongs(Path(out), ckpt, Path(out) / "last.pt")
     cfg = checkpoint_config(ckpt, cfg, Path(out))
     finished = finished_results(out) if ckpt["epoch"] >= cfg.train.epochs else None
     if finished is not None:
+        remove_leftovers(Path(out))  # a save killed after the run finished (e.g. by ddnn calibrate)
         say(f"ddnn: {out} already finished its {cfg.train.epochs} epochs; nothing to resume")
         return finished
     return Trainer(cfg, out, log, resume=ckpt).fit()

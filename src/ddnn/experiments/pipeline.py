@@ -22,6 +22,7 @@ from ddnn.engine.run_folder import finished_results
 from ddnn.engine.setup import check_config
 from ddnn.engine.trainer import train_run
 from ddnn.errors import DdnnError
+from ddnn.files import write_text
 from ddnn.text import print_line
 
 STAGE_KEYS = ("name", "config", "teachers", "seeds")
@@ -118,10 +119,10 @@ def run_pipeline(ref: str, overrides: list[str], out: Path, seeds: list[int] | N
             "stages": [{"name": s["name"], "teachers": s["teachers"], "seeds": s["seeds"], "config": s["raw"]}
                        for s in pipe.stages]}
     if out.exists() and any(out.iterdir()):
-        if not plan_file.is_file() or yaml.safe_load(plan_file.read_text()) != plan:
+        if not plan_file.is_file() or run_files.read_yaml(plan_file, "choose another --out") != plan:
             raise DdnnError(f"{out} is not empty and holds no run of this same pipeline; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(yaml.safe_dump(plan, sort_keys=False))
+    write_text(plan_file, yaml.safe_dump(plan, sort_keys=False))
     results, seen = [], set()
     for seed in seeds or [None]:
         for stage, folder, cfg in pipe.configs(out, seed):

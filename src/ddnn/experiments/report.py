@@ -6,6 +6,7 @@ training is visible at a glance. Plots use matplotlib's Figure directly (Agg), s
 and the caller's pyplot backend is left alone.
 """
 
+import io
 import statistics
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
 from ddnn import run_files
-from ddnn.experiments.runs import Group, aggregate, compare, curves, expand_run_dirs, group_runs, read_run
+from ddnn.experiments.runs import (Group, aggregate, compare, curves, expand_run_dirs, group_runs, read_run,
+                                  shared_seeds_note)
 from ddnn.errors import DdnnError
+from ddnn.files import write_bytes, write_text
 from ddnn.text import human, markdown_table as table
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -71,6 +74,7 @@ def markdown(summaries: list[dict], comparison: dict | None, groups: list[Group]
               f"{'/'.join(selected) or 'val'} split; mean ± sample std (ddof=1) over the n runs (seeds) of a group, "
               f"'± -' when n = 1; {macs_note}"]
     lines.append(lat_note or f"no latency column: {PROFILE_HINT}")
+    lines += [f"\n**warning**: {note}" for note in filter(None, map(shared_seeds_note, summaries))]
     if comparison:
         a, b = comparison["first"], comparison["second"]
         rows = [["net", "Δ top-1", "Δ best top-1"]]
@@ -174,6 +178,7 @@ def curves_figure(groups: list[Group], summaries: list[dict]) -> Figure:
     fig = Figure(figsize=(4.3 * len(groups) + 0.6, 6.4))
     axes = fig.subplots(2, len(groups), squeeze=False, sharex="col")
     names = list(dict.fromkeys(n["name"] for s in summaries for n in s["nets"]))
+    shown: list[float] = []
     for j, (group, summary) in enumerate(zip(groups, summaries)):
         c = curves(group)
         top, bottom = axes[0, j], axes[1, j]
@@ -194,13 +199,29 @@ def curves_figure(groups: list[Group], summaries: list[dict]) -> Figure:
         bottom.set_ylabel("training loss (sum of terms)")
         bottom.set_xlabel("epoch")
         _epoch_axis(bottom, c)
-        if c["top1"]:
-            top.legend(loc="lower right", fontsize=8, framealpha=0.85)
         for ax in (top, bottom):
             ax.grid(True, alpha=0.3)
+        shown += [v for series in c["top1"].values() for m, d in zip(series["mean"], series["std"]) for v in (m - d, m + d)]
+    if shown:
+        axes[0, 0].set_ylim(*fitted_range(shown, ceiling=100.0))  # shared by the columns
     fig.suptitle("per-epoch mean over seeds (band: ± std)", fontsize=9, color="0.35")
     fig.tight_layout()
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:  # below the plots, never over a curve
+        fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(len(handles), 4), fontsize=8, frameon=False)
     return fig
+
+
+def fitted_range(values: list[float], ceiling: float | None = None) -> tuple[float, float]:
+    """y-limits that fit the values with a small margin (curves near 98 % are not squashed into a 0-100 axis)."""
+    lo, hi = min(values), max(values)
+    pad = max(0.08 * (hi - lo), 0.25)
+    top = hi + pad if ceiling is None else min(hi + pad, ceiling + pad / 4)
+    return lo - pad, top
 
 
 def _epoch_axis(ax, c: dict) -> None:
@@ -229,6 +250,13 @@ def _line(ax, series: dict, color: str, label: str) -> None:
                         alpha=0.15, linewidth=0)
 
 
+def save_figure(fig, path: Path, dpi: int) -> None:
+    """A PNG written whole (files.write_bytes)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    write_bytes(path, buffer.getvalue())
+
+
 # -- the command -------------------------------------------------------------------------------
 
 def build_report(run_dirs: list[Path], out_dir: Path, log=print) -> dict:
@@ -246,13 +274,15 @@ def build_report(run_dirs: list[Path], out_dir: Path, log=print) -> dict:
     paths = {"markdown": out_dir / run_files.REPORT_MD, "json": out_dir / run_files.REPORT_JSON,
              "tradeoff": out_dir / run_files.TRADEOFF_PNG, "curves": out_dir / run_files.CURVES_PNG}
     text = markdown(summaries, comparison, groups, macs_note)
-    paths["markdown"].write_text(text, encoding="utf-8")
+    for note in filter(None, map(shared_seeds_note, summaries)):
+        log(f"ddnn: warning: {note}")
+    write_text(paths["markdown"], text)
     report = {"groups": summaries, "comparison": comparison, "macs_note": macs_note, "latency_note": latency_note(groups)}
     run_files.write_json(report, paths["json"])
     split = "/".join(sorted({s["split"] for s in summaries}))
     dataset = "/".join(sorted({str(s["dataset"]) for s in summaries}))
-    tradeoff_figure(summaries, split, dataset).savefig(paths["tradeoff"], dpi=130, bbox_inches="tight")
-    curves_figure(groups, summaries).savefig(paths["curves"], dpi=110, bbox_inches="tight")
+    save_figure(tradeoff_figure(summaries, split, dataset), paths["tradeoff"], dpi=130)
+    save_figure(curves_figure(groups, summaries), paths["curves"], dpi=110)
     log(text)
     for kind, path in paths.items():
         log(f"{kind}: {path}")

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ddnn import run_files
 from ddnn.config import flatten, is_incidental
 from ddnn.errors import DdnnError
@@ -73,10 +71,10 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
 
 def _read_metrics(path: Path) -> list[dict]:
     """metrics.jsonl's records; an absent file gives none (curves are then left out for that run)."""
-    if not path.is_file():
+    if not path.exists():
         return []
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(run_files.read_text(path, "restore it or train the run again").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -89,14 +87,10 @@ def _read_metrics(path: Path) -> list[dict]:
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / run_files.CONFIG
-    if not path.is_file():
+    if not path.exists():
         raise DdnnError(f"{run_dir} has no config.yaml, which ddnn report needs to group seeds: "
                         "is it a folder written by ddnn train?")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise DdnnError(f"{path} is not valid YAML ({getattr(err, 'problem', err)}); "
-                        "restore it from the run's checkpoint or train the run again") from None
+    data = run_files.read_yaml(path, "restore it from the run's checkpoint or train the run again")
     if not isinstance(data, dict):
         raise DdnnError(f"{path} is not a ddnn config (a mapping of sections); train the run again")
     return flatten(data)
@@ -108,7 +102,7 @@ def read_run(run_dir: Path) -> Run:
     if not isinstance(results, dict) or not isinstance(results.get("nets"), dict) or not results["nets"]:
         raise DdnnError(f"{run_dir / run_files.RESULTS} has no 'nets': is it a results.json written by ddnn train?")
     profile = None
-    if (run_dir / run_files.PROFILE_JSON).is_file():
+    if (run_dir / run_files.PROFILE_JSON).exists():
         profile = run_files.read_json(run_dir / run_files.PROFILE_JSON, CUT_SHORT)
         if not isinstance(profile, dict) or not isinstance(profile.get("nets"), dict):
             raise DdnnError(f"{run_dir / run_files.PROFILE_JSON} has no 'nets'; run ddnn profile --run {run_dir} again")
@@ -194,8 +188,27 @@ def aggregate(group: Group) -> dict:
         "label": group.label, "method": group.config.get("method.name"), "model": group.config.get("model.name"),
         "dataset": first.get("dataset"), "epochs": first.get("epochs"), "split": first.get("split", "test"),
         "selected_on": first.get("selected_on"), "n": len(group.runs), "seeds": [run.seed for run in group.runs],
-        "runs": [str(run.path) for run in group.runs], "nets": nets,
+        "runs": [str(run.path) for run in group.runs], "shared_seeds": shared_seeds(group), "nets": nets,
     }
+
+
+def shared_seeds(group: Group) -> dict[str, list[str]]:
+    """Seeds that more than one run of the group used, with those runs: the same config and seed train
+    the same weights (on CPU bit for bit), so such runs are copies, not independent samples."""
+    by_seed: dict[str, list[str]] = {}
+    for run in group.runs:
+        by_seed.setdefault(str(run.seed), []).append(str(run.path))
+    return {seed: paths for seed, paths in by_seed.items() if len(paths) > 1}
+
+
+def shared_seeds_note(summary: dict) -> str | None:
+    """The warning a report gives for a group whose runs share seeds (None when every seed differs)."""
+    shared = summary.get("shared_seeds")
+    if not shared:
+        return None
+    which = "; ".join(f"seed {seed}: {', '.join(paths)}" for seed, paths in shared.items())
+    return (f"{summary['label']}: runs share a seed ({which}); the same config and seed train the same weights, so "
+            "they are not independent and its ± understates the spread over seeds: give runs of distinct seeds")
 
 
 def compare(first: dict, second: dict) -> dict | None:

@@ -14,10 +14,11 @@ from ddnn import run_files
 from ddnn.config import Config, saved_config, to_dict
 from ddnn.engine.distributed import process_rank
 from ddnn.engine.resume import checkpoint_config
-from ddnn.engine.run_folder import check_out_dir
+from ddnn.engine.run_folder import check_out_dir, only_a_failed_start
 from ddnn.engine.setup import check_config
 from ddnn.engine.trainer import train_run
 from ddnn.errors import DdnnError
+from ddnn.files import write_text
 from ddnn.text import print_line
 
 
@@ -39,10 +40,21 @@ def train(cfg: Config | None, out: Path, log=None, resume: bool = False) -> dict
     `cfg` must then agree with the run's own config (None: use the run's own config)."""
     seeds_config = Path(out) / run_files.SEEDS_CONFIG
     if cfg is None and seeds_config.is_file():
-        cfg = saved_config(yaml.safe_load(seeds_config.read_text()))
+        cfg = saved_config(run_files.read_yaml(seeds_config, "give the seeds run's config again (-c FILE --seeds ...)"))
     if cfg is not None and cfg.seeds:
         return train_seeds(cfg, out, log, resume)
     return train_run(cfg, out, log, resume)
+
+
+def only_failed_starts(out: Path) -> bool:
+    """True when `out` holds a seeds run none of whose seeds finished an epoch (its seeds-config.yaml and
+    seed folders holding only a failed start): the same command may start it again."""
+    out = Path(out)
+    if not (out / run_files.SEEDS_CONFIG).is_file():
+        return False
+    return all(p.name == run_files.SEEDS_CONFIG or (p.is_dir() and p.name.startswith("seed")
+                                                     and (only_a_failed_start(p) or not any(p.iterdir())))
+               for p in out.iterdir())
 
 
 def train_seeds(cfg: Config, out: Path, log=None, resume: bool = False) -> dict:
@@ -55,12 +67,12 @@ def train_seeds(cfg: Config, out: Path, log=None, resume: bool = False) -> dict:
     out = Path(out)
     saved = out / run_files.SEEDS_CONFIG
     if resume and saved.is_file():
-        checkpoint_config({"config": yaml.safe_load(saved.read_text())}, cfg, out)  # same experiment?
-    elif process_rank() == 0 and not (resume and not out.exists()):
+        checkpoint_config({"config": run_files.read_yaml(saved, "train into another --out")}, cfg, out)  # same experiment?
+    elif process_rank() == 0 and not (resume and not out.exists()) and not only_failed_starts(out):
         check_out_dir(out)  # a previous run is never mixed into this one
     if process_rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
-        saved.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        write_text(saved, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     folders = []
     for seed in cfg.seeds:
         one = dataclasses.replace(cfg, seeds=None, train=dataclasses.replace(cfg.train, seed=seed))

@@ -33,7 +33,7 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
     prefix; anything else that is not names -> tensors is a one-line DdnnError.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DdnnError(f"init_from file {path} does not exist; give the path of a torchvision ResNet state_dict (.pth)")
     obj = read_torch_file(path, "init_from file", "download or save it again")
     for wrapper in ("state_dict", "model"):
