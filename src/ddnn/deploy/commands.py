@@ -86,7 +86,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     run = open_run(Path(args.run), args.which)
     data = run.load_data()
     if switchable:
-        return _export_switchable(args, run, data, formats)
+        export_switchable_files(run, data, formats, Path(args.out) if args.out else None, args.verify_images)
+        return 0
     if args.all:
         names = list(run.method.nets())
     elif args.subnet:
@@ -108,17 +109,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_switchable(args: argparse.Namespace, run, data, formats: list[str]) -> int:
+def export_switchable_files(run, data, formats: list[str], out: Path | None = None,
+                            verify_images: int = 256) -> dict[str, Path]:
+    """`ddnn export --switchable`: one verified file per format (`out`: the file when one format, else a
+    folder; default RUN/export/), and a summary line per file and depth."""
     from ddnn.deploy.export import SUFFIX
     from ddnn.deploy.switchable import export_switchable, stem, switchable_net
 
     switchable_net(run)  # refused before anything is evaluated
     accuracy = _accuracy(run)
-    images = data.test.images[: args.verify_images]
-    if args.out and len(formats) == 1:
-        targets = {formats[0]: Path(args.out)}
+    images = data.test.images[:verify_images]
+    if out and len(formats) == 1:
+        targets = {formats[0]: out}
     else:
-        folder = Path(args.out) if args.out else run.folder / run_files.EXPORT
+        folder = out or run.folder / run_files.EXPORT
         targets = {fmt: folder / f"{stem(run)}{SUFFIX[fmt]}" for fmt in formats}
     for fmt, path in targets.items():
         info = export_switchable(run, fmt, path, images, accuracy)
@@ -129,7 +133,7 @@ def _export_switchable(args: argparse.Namespace, run, data, formats: list[str]) 
             print(f"  depth {d['index']}: {d['name']} ({'-'.join(map(str, d['blocks']))}), max abs diff "
                   f"{d['max_abs_diff']:.2e} (<= {info['verified']['tolerance']:g}), test top-1 {d['top1']:.2f} %, "
                   f"{human(d['params'])} params, {human(d['macs'])} MACs")
-    return 0
+    return targets
 
 
 def _default_net(run, data) -> str:
