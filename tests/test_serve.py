@@ -209,6 +209,7 @@ def test_a_latency_target_runs_shallower_while_requests_queue(trained):
     target = 6 * full_ms + 1.0
     s = Server(path, "--p99-ms", f"{target:.3f}", "--max-batch", "2")
     try:
+        s.client.post("/predict?depth=1", content=png(images[0]), headers={"content-type": "image/png"})  # warm-up
         idle = s.client.post("/predict", content=png(images[0]), headers={"content-type": "image/png"}).json()
         assert idle["depth"]["name"] == "resnet14", idle
         # 16 requests whose bodies are held back, then completed together: they reach the queue at once

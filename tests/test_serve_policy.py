@@ -50,10 +50,12 @@ def test_a_growing_queue_moves_the_depth_down_step_by_step():
     assert chosen[4].expected_ms == pytest.approx(1.0 + 42 * 0.3)  # none fits: the fastest, said so
 
 
-def test_waiting_counts_and_overhead_is_added():
-    policy = LatencyTarget(target_ms=10.0, headroom=1.0, overhead_ms=2.0)
-    assert policy.choose(QueueState(batch=1, waited_ms=6.5), DEPTHS, expected).depth.name == "full"  # 2 + 6.5 + 1
-    assert policy.choose(QueueState(batch=1, waited_ms=7.2), DEPTHS, expected).depth.name == "mid"  # 2 + 7.2 + 0.6 (full: 10.2)
+def test_waiting_counts_and_the_time_after_the_batch_is_added():
+    policy = LatencyTarget(target_ms=10.0, headroom=1.0)
+    state = QueueState(batch=1, waited_ms=6.5, after_ms=2.0)
+    assert policy.choose(state, DEPTHS, expected).depth.name == "full"  # 6.5 + 1 + 2
+    state = QueueState(batch=1, waited_ms=7.2, after_ms=2.0)
+    assert policy.choose(state, DEPTHS, expected).depth.name == "mid"  # 7.2 + 0.6 + 2 (full: 10.2)
 
 
 def test_fixed_depth_ignores_the_queue():

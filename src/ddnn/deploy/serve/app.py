@@ -87,12 +87,13 @@ def create_app(model: SwitchableModel, policy, max_batch: int = 8, limits: Limit
         except BadRequest as err:
             return refuse(err)
         try:
-            served = await state["batcher"].submit(images, depth)
+            served = await state["batcher"].submit(images, depth, arrived=start)
         except Exception as err:  # the model failed on this batch: this request's problem only
             metrics.requests.labels("500").inc()
             return JSONResponse({"error": f"the model failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"},
                                 status_code=500)
         probs = softmax(served.logits)
+        state["batcher"].answered(served)
         total = (time.perf_counter() - start) * 1e3
         metrics.latency.observe(total / 1e3)
         metrics.requests.labels("200").inc()

@@ -36,6 +36,7 @@ class Served:
     queue_ms: float  # from submission to the start of its batch
     inference_ms: float  # the batch's model call
     batch: int  # images in that batch
+    done: float  # the clock when the batch ended
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddnn-model")
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self.after_ms = 0.0  # moving average of batch end -> answer, from `answered`
 
     @property
     def queued_images(self) -> int:
@@ -80,13 +82,19 @@ class Batcher:
             await self._task
         self._executor.shutdown(wait=True)
 
-    async def submit(self, images: np.ndarray, depth: Depth | None = None) -> Served:
+    async def submit(self, images: np.ndarray, depth: Depth | None = None, arrived: float | None = None) -> Served:
+        """The request's logits; `arrived` (this batcher's clock): when its handler started, from which its
+        wait counts (default: now)."""
         if self._stopping:
             raise RuntimeError("the server is shutting down")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Job(images, depth, self.clock(), future))
+        self._queue.append(_Job(images, depth, self.clock() if arrived is None else arrived, future))
         self._wake.set()
         return await future
+
+    def answered(self, served: Served, alpha: float = 0.2) -> None:
+        """A request's answer is ready: learn how long answers take after their batch ends."""
+        self.after_ms += alpha * (max(0.0, (self.clock() - served.done) * 1e3) - self.after_ms)
 
     def _take(self) -> list[_Job]:
         """The front of the queue: jobs with the first one's depth request, up to max_batch images
@@ -105,7 +113,7 @@ class Batcher:
         state = QueueState(batch=sum(len(j.images) for j in jobs), waited_ms=(now - jobs[0].submitted) * 1e3,
                            queued=self.queued_images,
                            queued_waited_ms=(now - self._queue[0].submitted) * 1e3 if self._queue else 0.0,
-                           max_batch=self.max_batch)
+                           max_batch=self.max_batch, after_ms=self.after_ms)
         return self.policy.choose(state, self.model.depths, self.model.expected_ms).depth
 
     async def _work(self) -> None:
@@ -128,6 +136,7 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(err)
                 continue
+            done = self.clock()
             if self.on_batch is not None:
                 self.on_batch(depth, len(x), result.ms)
             offset = 0
@@ -135,5 +144,5 @@ class Batcher:
                 n = len(job.images)
                 if not job.future.done():  # a client that went away leaves a cancelled future
                     job.future.set_result(Served(result.logits[offset:offset + n], depth,
-                                                 (start - job.submitted) * 1e3, result.ms, len(x)))
+                                                 (start - job.submitted) * 1e3, result.ms, len(x), done))
                 offset += n

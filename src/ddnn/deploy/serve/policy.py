@@ -7,9 +7,11 @@ function, and gets a `Decision`. Tests drive it with made-up numbers.
 The latency target plans on the worst-off request the decision touches. The batch about to run
 finishes after `t(d, batch)`; its oldest request has already waited `waited_ms`. The requests left in
 the queue run after it, in batches of at most `max_batch`, at (we assume) the same depth, so the
-oldest of them finishes after `queued_waited_ms + t(d, batch) + backlog(d)`. A depth fits when the
-later of the two, plus `overhead_ms` (time a request spends outside the model: HTTP, decoding), is
-within `headroom * target_ms`: the expectation is a median, and the headroom is what is left for the
+oldest of them finishes after `queued_waited_ms + t(d, batch) + backlog(d)`. A request's wait counts
+from when its handler started, so time lost before it reached the queue (reading and decoding the body
+on a busy event loop) counts too, and `after_ms` is what a request has lately taken from the end of
+its batch to its answer (the server measures it). A depth fits when the later of the two, plus
+`after_ms`, is within `headroom * target_ms`: the expectation is a median, and the headroom is what is left for the
 tail of a p99. The most accurate depth that fits runs (ties: fewer MACs); when none fits, the fastest.
 A queue that grows therefore pushes the depth down until the queue drains, and an idle server runs
 its most accurate depth.
@@ -35,6 +37,7 @@ class QueueState:
     queued: int = 0  # images still waiting behind the batch
     queued_waited_ms: float = 0.0  # how long the oldest of those has waited
     max_batch: int = 8  # the most images the worker runs at once
+    after_ms: float = 0.0  # expected time from a batch's end to its requests' answers
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,6 @@ class LatencyTarget:
 
     target_ms: float
     headroom: float = 0.8
-    overhead_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.target_ms > 0 and math.isfinite(self.target_ms)):
@@ -85,7 +87,7 @@ class LatencyTarget:
     def worst_ms(self, state: QueueState, index: int, expected: Expected) -> float:
         own = expected(index, state.batch)
         behind = state.queued_waited_ms + own + backlog_ms(expected, index, state.queued, state.max_batch)
-        return self.overhead_ms + max(state.waited_ms + own, behind if state.queued else 0.0)
+        return state.after_ms + max(state.waited_ms + own, behind if state.queued else 0.0)
 
     def choose(self, state: QueueState, depths: Sequence[Depth], expected: Expected) -> Decision:
         worst = {d.index: self.worst_ms(state, d.index, expected) for d in depths}
