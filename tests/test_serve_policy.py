@@ -126,3 +126,25 @@ def test_queued_requests_run_batched_and_shallower_and_each_gets_its_own_rows():
     for i, r in enumerate(rest):  # each request gets the rows of its own images back
         assert r.logits.shape == (1, 3) and r.logits[0, 0] == pytest.approx(r.depth.index + i / 10)
     assert forced.depth.name == "mid" and forced.batch == 1 and forced.logits[0, 0] == pytest.approx(1.9)
+
+
+def test_a_failing_model_call_fails_its_own_requests_and_the_worker_goes_on():
+    class Flaky(GatedModel):
+        def _backend(self, images, index):
+            if (images == 0.99).any():
+                raise RuntimeError("bad batch")
+            return super()._backend(images, index)
+
+    async def scenario():
+        model = Flaky()
+        model.gate.set()
+        batcher = Batcher(model, FixedDepth(DEPTHS[2]), max_batch=4)
+        batcher.start()
+        with pytest.raises(RuntimeError, match="bad batch"):
+            await batcher.submit(np.full((1, 1, 2, 2), 0.99, dtype=np.float32))
+        ok = await batcher.submit(np.full((1, 1, 2, 2), 0.5, dtype=np.float32))
+        await batcher.stop()
+        return ok
+
+    ok = asyncio.run(scenario())
+    assert ok.depth.name == "small" and ok.logits[0, 0] == pytest.approx(2.5)

@@ -33,7 +33,7 @@ class Served:
 
     logits: np.ndarray  # (its images, classes)
     depth: Depth
-    queue_ms: float  # from submission to the start of its batch
+    queue_ms: float  # from its arrival (the handler's start, or submission) to the start of its batch
     inference_ms: float  # the batch's model call
     batch: int  # images in that batch
     done: float  # the clock when the batch ended
@@ -127,11 +127,11 @@ class Batcher:
                 continue
             jobs = self._take()
             start = self.clock()
-            depth = self._decide(jobs, start)
-            x = np.concatenate([j.images for j in jobs]) if len(jobs) > 1 else jobs[0].images
             try:
+                depth = self._decide(jobs, start)
+                x = np.concatenate([j.images for j in jobs]) if len(jobs) > 1 else jobs[0].images
                 result = await loop.run_in_executor(self._executor, lambda: self.model.run(x, depth=depth.index))
-            except Exception as err:  # one failed call fails its own requests only
+            except Exception as err:  # one failed batch fails its own requests only; the worker goes on
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(err)

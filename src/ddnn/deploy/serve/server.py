@@ -2,8 +2,8 @@
 
 uvicorn owns the sockets and the signals: on SIGTERM or Ctrl-C it stops accepting connections,
 lets every request already received finish, and only then ends the app's lifespan, which drains the
-batch queue and stops the worker. Serving an ONNX file needs no torch (ddnn.runtime: numpy and
-onnxruntime); only exporting a run folder's file does.
+batch queue and stops the worker. The model runs through ddnn.runtime
+(onnxruntime for an ONNX file); only exporting a run folder's file needs the training code.
 """
 
 from __future__ import annotations
