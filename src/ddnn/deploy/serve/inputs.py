@@ -79,10 +79,10 @@ def decode_json(body: bytes, shape: tuple[int, int, int], max_images: int) -> np
     except (ValueError, TypeError):
         raise BadRequest(422, f"the images must be nested lists of numbers of shape {list(shape)} each", "wrong_shape") from None
     c, h, w = shape
+    got = list(x.shape[1:]) if x.ndim >= 2 else list(x.shape)  # as sent
     if x.ndim == 3 and c == 1:
         x = x[:, None]
     if x.shape[1:] != shape:
-        got = list(x.shape[1:]) if x.ndim >= 2 else list(x.shape)
         raise BadRequest(422, f"each image has shape {got}; this model takes {list(shape)}"
                               + (f" (or [{h}, {w}])" if c == 1 else ""), "wrong_shape")
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
