@@ -23,6 +23,7 @@ def test_every_module_has_a_layer():
     assert names.index("foundation") == ranks["ddnn.checkpoint"] < ranks["ddnn.config.schema"] < ranks["ddnn.models.cost"]
     assert ranks["ddnn.models.calibrate"] < ranks["ddnn.methods.kd"] < ranks["ddnn.engine.teachers"]
     assert ranks["ddnn.deploy.run"] < ranks["ddnn.experiments.seeds"] < ranks["ddnn.cli"] == ranks["ddnn"]
+    assert ranks["ddnn.deploy.serve.policy"] == ranks["ddnn.deploy.serve.app"] == ranks["ddnn.deploy.run"]
 
 
 def package(tmp_path: Path, files: dict[str, str]) -> Path:

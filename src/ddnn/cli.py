@@ -1,4 +1,4 @@
-"""Command line: `ddnn train | eval | profile | export | select | calibrate | report | list`. Bad input ends in one line on stderr and exit code 2."""
+"""Command line: `ddnn train | eval | profile | export | select | calibrate | serve | report | list`. Bad input ends in one line on stderr and exit code 2."""
 
 import argparse
 import json
@@ -78,6 +78,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from ddnn.deploy.serve.app import Limits
+        from ddnn.deploy.serve.server import ServeOptions, serve
+    except ImportError as err:
+        raise DdnnError(f"ddnn serve needs the serve extra ({err.name} is not installed): "
+                        "pip install \"ddnn[serve]\"") from None
+    limits = Limits(max_body_bytes=args.max_body_kib * 1024, max_images=args.max_images)
+    return serve(ServeOptions(Path(args.source), args.host, args.port, args.depth, args.p99_ms, args.headroom,
+                              args.max_batch, limits, args.threads, args.which))
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     import ddnn.data  # noqa: F401  (registration)
     import ddnn.methods  # noqa: F401
@@ -133,6 +145,26 @@ def build_parser() -> argparse.ArgumentParser:
     from ddnn.deploy.commands import add_parsers
 
     add_parsers(sub)
+
+    p = sub.add_parser("serve", help="serve a switchable file (or a run folder's) over HTTP: POST /predict, "
+                       "GET /health, GET /metrics")
+    p.add_argument("source", metavar="FILE|RUN_DIR", help="a file from `ddnn export --switchable` (.onnx or "
+                   ".torchscript.pt), or a run folder: its export/*-switchable.onnx, exported first when missing")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    policy = p.add_mutually_exclusive_group()
+    policy.add_argument("--depth", help="run every request at this depth (index or name); default: the most "
+                        "accurate depth (validation top-1)")
+    policy.add_argument("--p99-ms", type=float, help="latency target: each batch runs at the most accurate depth "
+                        "expected to keep every request it touches within it (measured latency + the queue)")
+    p.add_argument("--headroom", type=float, default=0.8, help="with --p99-ms, plan on this fraction of the target, "
+                   "leaving the rest for the tail (default 0.8)")
+    p.add_argument("--max-batch", type=int, default=8, help="most images per model call (default 8)")
+    p.add_argument("--max-images", type=int, default=32, help="most images in one request (default 32)")
+    p.add_argument("--max-body-kib", type=int, default=1024, help="largest request body in KiB (default 1024)")
+    p.add_argument("--threads", type=int, default=0, help="model threads (default: onnxruntime's own choice)")
+    p.add_argument("--which", choices=["best", "last"], default="best", help="a run folder's checkpoint (default best)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("report", help="plots and a table of one or more runs (seeds aggregated as mean ± std)")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders of run folders")

@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("losses", ("ddnn.losses",)),
     ("methods", ("ddnn.methods",)),
     ("engine", ("ddnn.engine",)),
-    ("deploy", ("ddnn.deploy",)),
+    ("deploy", ("ddnn.deploy", "ddnn.deploy.serve")),  # serve: the HTTP server (`ddnn serve`), named for the record
     ("experiments", ("ddnn.experiments",)),
     ("cli", ("ddnn.cli", "ddnn.__main__", "ddnn.launch", "ddnn")),  # `ddnn` itself: the package's public names
 )

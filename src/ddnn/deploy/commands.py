@@ -96,7 +96,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     run = open_run(Path(args.run), args.which)
     data = run.load_data()
     if switchable:
-        return _export_switchable(args, run, data, formats)
+        export_switchable_files(run, data, formats, Path(args.out) if args.out else None, args.verify_images)
+        return 0
     if args.all:
         names = list(run.method.nets())
     elif args.subnet:
@@ -119,16 +120,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_switchable(args: argparse.Namespace, run, data, formats: list[str]) -> int:
+def export_switchable_files(run, data, formats: list[str], out: Path | None = None,
+                            verify_images: int = 256) -> dict[str, Path]:
+    """`ddnn export --switchable`: one verified file per format (`out`: the file when one format, else a
+    folder; default RUN/export/), and a summary line per file and depth."""
     from ddnn.deploy.export import SUFFIX
     from ddnn.deploy.switchable import export_switchable, stem, switchable_net
 
     switchable_net(run)  # refused before anything is evaluated
     accuracy = _accuracy(run)
-    images = data.test.images[: args.verify_images]
-    folder = _out_folder(args.out, one_file=len(formats) == 1) or run.folder / run_files.EXPORT
-    if args.out and len(formats) == 1 and not folder.is_dir():
-        targets = {formats[0]: Path(args.out)}
+    images = data.test.images[:verify_images]
+    folder = _out_folder(str(out) if out else None, one_file=len(formats) == 1) or run.folder / run_files.EXPORT
+    if out and len(formats) == 1 and not folder.is_dir():
+        targets = {formats[0]: Path(out)}
     else:
         targets = {fmt: folder / f"{stem(run)}{SUFFIX[fmt]}" for fmt in formats}
     for fmt, path in targets.items():
@@ -140,7 +144,7 @@ def _export_switchable(args: argparse.Namespace, run, data, formats: list[str]) 
             print(f"  depth {d['index']}: {d['name']} ({'-'.join(map(str, d['blocks']))}), max abs diff "
                   f"{d['max_abs_diff']:.2e} (<= {info['verified']['tolerance']:g}), test top-1 {d['top1']:.2f} %, "
                   f"{human(d['params'])} params, {human(d['macs'])} MACs")
-    return 0
+    return targets
 
 
 def _out_folder(out: str | None, one_file: bool) -> Path | None:
