@@ -408,6 +408,12 @@ PATH_CASES = {
                                lambda d: (run_like(d / "r") / "config.yaml").unlink() or folder(d / "r" / "config.yaml")),
     "report-out-a-file": (["report", "r", "--out", "taken"], ["taken"],
                           lambda d: run_like(d / "r") and (d / "taken").write_text("x")),
+    # serve (a switchable file, or a run folder whose file it exports first)
+    "serve-missing": (["serve", "nothere.onnx"], ["nothere.onnx", "does not exist"], None),
+    "serve-folder-not-a-run": (["serve", "r"], ["run folder r", "no best.pt"], lambda d: folder(d / "r")),
+    "serve-unreadable": (["serve", "m.onnx"], ["cannot read", "m.onnx"], lambda d: unreadable(d / "m.onnx")),
+    "serve-wrong-kind": (["serve", "m.onnx"], ["m.onnx", "not a readable onnx file", "ddnn export --switchable"],
+                         lambda d: (d / "m.onnx").write_text("not a model\n")),
 }
 
 
@@ -450,6 +456,7 @@ COVERAGE = {
     "calibrate": ("calibrate-run-missing", "calibrate-best-a-folder", "calibrate-best-unreadable",
                   "calibrate-best-wrong-kind"),
     "report": ("report-run-missing", "report-run-a-file", "report-results-unreadable", "report-results-not-json"),
+    "serve": ("serve-missing", "serve-folder-not-a-run", "serve-unreadable", "serve-wrong-kind"),
 }
 
 

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a config (default: DDNN ResNet-32 holding 20/14/8 + EKD on embedded MNIST-5k)")
+    p = sub.add_parser("train", help="train a config (default: DDNN ResNet-20 holding ResNet-14, d1-1-2 and ResNet-8 + EKD on embedded MNIST-5k)")
     p.add_argument("-c", "--config", help="YAML path or bundled config name (see `ddnn list`)")
     p.add_argument("--out", help="run folder (default runs/<name>-<timestamp>)")
     p.add_argument("--seeds", help="e.g. 0,1,2: one run per seed in OUT/seed<S>, then mean ± std (config key `seeds`)")

@@ -10,7 +10,7 @@ A process that fails in another way (a crash, a signal) gets one line naming its
 import logging
 import sys
 
-COMMANDS = ("train", "eval", "profile", "export", "select", "calibrate", "report", "list")
+COMMANDS = ("train", "eval", "profile", "export", "select", "calibrate", "serve", "report", "list")
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:

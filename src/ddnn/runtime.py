@@ -261,9 +261,21 @@ def load(path: str | Path, format: str | None = None, calibrate: bool = True, th
     fmt = format or ("onnx" if path.suffix == ".onnx" else "torchscript")
     if fmt not in ("onnx", "torchscript"):
         raise SwitchableError(f"format must be onnx or torchscript, got {fmt!r}")
+    if path.is_dir():
+        raise SwitchableError(f"{path} is a folder; give the switchable file (`ddnn export --switchable` writes it)")
     if not path.is_file():
         raise SwitchableError(f"{path} does not exist")
-    backend = _open(path, fmt, threads, providers)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise SwitchableError(f"cannot read {path}: {err.strerror}") from None
+    try:
+        backend = _open(path, fmt, threads, providers)
+    except Exception as err:  # onnxruntime and torch.jit raise their own types for a file they cannot parse
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SwitchableError(f"{path} is not a readable {fmt} file ({first[:160]}); "
+                              "is it a file written by `ddnn export --switchable`?") from None
     text = backend.metadata()
     beside = Path(str(path) + ".json")
     if text is None and beside.is_file():
