@@ -222,6 +222,8 @@ def claim(setting: str, runs: dict[str, dict[int, dict]], variant: str = "ekd", 
     if variant not in runs or baseline not in runs:
         return []
     seeds = sorted(runs[variant])
+    if len(seeds) < 2:  # one paired difference has no standard error: it can show nothing either way
+        return [f"**Claim in {setting}**: not judged on {len(seeds)} seed (a standard error needs two or more).", ""]
     nets = list(runs[variant][seeds[0]]["nets"])
     cells, holds = [], True
     for i, n in enumerate(nets):
