@@ -24,8 +24,6 @@ from pathlib import Path
 
 import torch
 
-CLOCK = time.perf_counter  # --clock cpu: time.process_time, the CPU time of this process
-
 from ddnn.config import load_config
 from ddnn.data import Normalizer, batches, num_batches
 from ddnn.checkpoint import save_checkpoint
@@ -33,6 +31,8 @@ from ddnn.engine.evaluate import evaluate
 from ddnn.engine.runtime import resolve_runtime
 from ddnn.engine.schedule import make_optimizer
 from ddnn.engine.setup import build_method, load_data
+
+CLOCK = time.perf_counter  # --clock cpu: time.process_time, the CPU time of this process
 
 
 def profile_epoch(cfg, epochs: int) -> tuple[dict[str, float], dict]:

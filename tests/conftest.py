@@ -4,18 +4,19 @@ import torch
 from ddnn.config import Config, load_config
 
 
-@pytest.fixture
+# a config that trains in seconds: synthetic 16x16 data, ResNet-14 DDNN holding ResNet-8 (later overrides win)
+TINY = ["name=tiny", "data.name=synthetic", "data.synthetic.size=160", "data.synthetic.image_size=16",
+        "data.synthetic.channels=3", "data.synthetic.classes=4", "data.batch_size=32", "data.eval_batch_size=64",
+        "data.val_fraction=0.2", "data.test_fraction=0.2", "model.name=resnet14", "model.subnets=[resnet8]",
+        "model.widths=[4,8,8]", "train.epochs=2", "optim.lr=0.05", "schedule.warmup_epochs=0", "runtime.progress=false"]
+
+
+@pytest.fixture(scope="session")
 def tiny_config():
-    """A config that trains in seconds: synthetic 16x16 data, ResNet-14 DDNN holding ResNet-8."""
+    """TINY with the caller's overrides laid on top, as a Config (usable from module-scoped fixtures)."""
 
     def make(*overrides: str) -> Config:
-        return load_config(None, [
-            "name=tiny", "data.name=synthetic", "data.synthetic.size=160", "data.synthetic.image_size=16",
-            "data.synthetic.channels=3", "data.synthetic.classes=4", "data.batch_size=32", "data.eval_batch_size=64",
-            "data.val_fraction=0.2", "data.test_fraction=0.2", "model.name=resnet14", "model.subnets=[resnet8]",
-            "model.widths=[4,8,8]", "train.epochs=2", "optim.lr=0.05", "schedule.warmup_epochs=0", "runtime.progress=false",
-            *overrides,
-        ])
+        return load_config(None, [*TINY, *overrides])
 
     return make
 

@@ -24,7 +24,6 @@ pytest.importorskip("fastapi")
 pytest.importorskip("onnxruntime")
 
 from ddnn.cli import main  # noqa: E402
-from ddnn.config import load_config  # noqa: E402
 from ddnn.data import Normalizer  # noqa: E402
 from ddnn.deploy.run import open_run  # noqa: E402
 from ddnn.deploy.switchable import export_switchable  # noqa: E402
@@ -36,15 +35,11 @@ ACCURACY = {"resnet14": {"top1": 90.0, "val_top1": 90.0}, "resnet8": {"top1": 80
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_config):
     """(run folder, switchable ONNX file, test images uint8 NCHW, the DDNN's logits per depth on them)."""
     out = tmp_path_factory.mktemp("serve") / "run"
-    train(load_config(None, [
-        "name=tiny", "data.name=synthetic", "data.synthetic.size=160", "data.synthetic.image_size=40",
-        "data.synthetic.channels=1", "data.synthetic.classes=4", "data.batch_size=32", "data.eval_batch_size=64",
-        "data.val_fraction=0.2", "data.test_fraction=0.2", "model.name=resnet14", "model.subnets=[resnet8]",
-        "model.widths=[8,16,16]", "train.epochs=1", "optim.lr=0.05", "schedule.warmup_epochs=0",
-        "runtime.progress=false", "runtime.threads=1"]), out, log=lambda *_: None)
+    train(tiny_config("data.synthetic.image_size=40", "data.synthetic.channels=1", "model.widths=[8,16,16]",
+                      "train.epochs=1", "runtime.threads=1"), out, log=lambda *_: None)
     run = open_run(out)
     images = run.load_data().test.images[:16]
     path = out / "export" / "resnet14-switchable.onnx"

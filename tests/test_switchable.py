@@ -28,16 +28,9 @@ NAMES = ["resnet14", "resnet8"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from ddnn.config import load_config
-
+def run_dir(tmp_path_factory, tiny_config):
     out = tmp_path_factory.mktemp("switchable") / "run"
-    train(load_config(None, [
-        "name=tiny", "data.name=synthetic", "data.synthetic.size=160", "data.synthetic.image_size=16",
-        "data.synthetic.channels=3", "data.synthetic.classes=4", "data.batch_size=32", "data.eval_batch_size=64",
-        "data.val_fraction=0.2", "data.test_fraction=0.2", "model.name=resnet14", "model.subnets=[resnet8]",
-        "model.widths=[4,8,8]", "train.epochs=1", "optim.lr=0.05", "schedule.warmup_epochs=0",
-        "runtime.progress=false"]), out, log=lambda *_: None)
+    train(tiny_config("train.epochs=1"), out, log=lambda *_: None)
     return out
 
 
