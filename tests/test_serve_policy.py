@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from ddnn.deploy.serve.batching import Batcher
+from ddnn.deploy.serve.batching import ArrivalRate, Batcher
 from ddnn.deploy.serve.policy import FixedDepth, LatencyTarget, QueueState, backlog_ms, most_accurate
 from ddnn.runtime import KIND, Depth, SwitchableModel
 
@@ -56,6 +56,29 @@ def test_waiting_counts_and_the_time_after_the_batch_is_added():
     assert policy.choose(state, DEPTHS, expected).depth.name == "full"  # 6.5 + 1 + 2
     state = QueueState(batch=1, waited_ms=7.2, after_ms=2.0)
     assert policy.choose(state, DEPTHS, expected).depth.name == "mid"  # 7.2 + 0.6 + 2 (full: 10.2)
+
+
+def test_a_depth_too_slow_for_the_arrivals_is_skipped_even_with_an_empty_queue():
+    policy = LatencyTarget(target_ms=10.0, headroom=0.8)
+    idle = dict(batch=1, max_batch=8)  # every depth answers this one request in time
+    chosen = [policy.choose(QueueState(**idle, arrivals_per_s=rate), DEPTHS, expected) for rate in (700, 1000, 1500, 5000)]
+    # busy share = rate * per-image ms / 1000: full 0.7 fits; at 1000/s full 1.0 > 0.8, mid 0.6; at 1500/s
+    # mid 0.9, small 0.6 (tiny ties small on val top-1 at fewer MACs: 0.45); at 5000/s none: the fastest, said so
+    assert [d.depth.name for d in chosen] == ["full", "mid", "tiny", "tiny"]
+    assert [d.fits for d in chosen] == [True, True, True, False]
+    assert policy.busy_share(QueueState(**idle, arrivals_per_s=1000), 1, expected) == pytest.approx(0.6)
+
+
+def test_the_arrival_rate_counts_the_last_second_only():
+    rate = ArrivalRate(window_s=1.0)
+    assert rate.per_s(0.0) == 0.0
+    rate.add(0.0, 3)
+    rate.add(0.5, 2)
+    assert rate.per_s(0.6) == pytest.approx(5.0)
+    assert rate.per_s(1.2) == pytest.approx(2.0)  # the images at 0.0 left the window
+    assert rate.per_s(2.0) == 0.0
+    rate.add(2.1, 4)
+    assert ArrivalRate(window_s=0.5).per_s(0.0) == 0.0 and rate.per_s(2.1) == pytest.approx(4.0)
 
 
 def test_fixed_depth_ignores_the_queue():

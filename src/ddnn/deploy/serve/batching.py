@@ -47,6 +47,24 @@ class _Job:
     future: asyncio.Future = field(repr=False)
 
 
+class ArrivalRate:
+    """Images per second submitted over the last `window_s` seconds (fewer while the server is younger)."""
+
+    def __init__(self, window_s: float = 1.0) -> None:
+        self.window_s = window_s
+        self._events: deque[tuple[float, int]] = deque()
+        self._images = 0
+
+    def add(self, now: float, images: int) -> None:
+        self._events.append((now, images))
+        self._images += images
+
+    def per_s(self, now: float) -> float:
+        while self._events and self._events[0][0] < now - self.window_s:
+            self._images -= self._events.popleft()[1]
+        return self._images / self.window_s
+
+
 class Batcher:
     """`await submit(images, depth)` from request handlers; `start()` and `stop()` from the app's lifespan."""
 
@@ -66,6 +84,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self.after_ms = 0.0  # moving average of batch end -> answer, from `answered`
+        self.arrivals = ArrivalRate()
 
     @property
     def queued_images(self) -> int:
@@ -88,7 +107,9 @@ class Batcher:
         if self._stopping:
             raise RuntimeError("the server is shutting down")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Job(images, depth, self.clock() if arrived is None else arrived, future))
+        now = self.clock()
+        self.arrivals.add(now, len(images))
+        self._queue.append(_Job(images, depth, now if arrived is None else arrived, future))
         self._wake.set()
         return await future
 
@@ -113,7 +134,8 @@ class Batcher:
         state = QueueState(batch=sum(len(j.images) for j in jobs), waited_ms=(now - jobs[0].submitted) * 1e3,
                            queued=self.queued_images,
                            queued_waited_ms=(now - self._queue[0].submitted) * 1e3 if self._queue else 0.0,
-                           max_batch=self.max_batch, after_ms=self.after_ms)
+                           max_batch=self.max_batch, after_ms=self.after_ms,
+                           arrivals_per_s=self.arrivals.per_s(now))
         return self.policy.choose(state, self.model.depths, self.model.expected_ms).depth
 
     async def _work(self) -> None:

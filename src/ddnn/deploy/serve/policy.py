@@ -12,9 +12,13 @@ from when its handler started, so time lost before it reached the queue (reading
 on a busy event loop) counts too, and `after_ms` is what a request has lately taken from the end of
 its batch to its answer (the server measures it). A depth fits when the later of the two, plus
 `after_ms`, is within `headroom * target_ms`: the expectation is a median, and the headroom is what is left for the
-tail of a p99. The most accurate depth that fits runs (ties: fewer MACs); when none fits, the fastest.
-A queue that grows therefore pushes the depth down until the queue drains, and an idle server runs
-its most accurate depth.
+tail of a p99. A depth must also keep up with the arrivals: at the images per second that lately
+arrived, its time per image in full batches may fill at most `headroom` of the worker's time, else
+its queue grows without bound whatever it holds now (the queue alone lets a depth that is too slow
+come back as soon as the queue drains, and the queue then rebuilds: the p99 pays for that swing).
+The most accurate depth that fits runs (ties: fewer MACs); when none fits, the fastest. A queue that
+grows therefore pushes the depth down until the queue drains, and an idle server runs its most
+accurate depth.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class QueueState:
     queued_waited_ms: float = 0.0  # how long the oldest of those has waited
     max_batch: int = 8  # the most images the worker runs at once
     after_ms: float = 0.0  # expected time from a batch's end to its requests' answers
+    arrivals_per_s: float = 0.0  # images per second that lately arrived
 
 
 @dataclass(frozen=True)
@@ -89,9 +94,14 @@ class LatencyTarget:
         behind = state.queued_waited_ms + own + backlog_ms(expected, index, state.queued, state.max_batch)
         return state.after_ms + max(state.waited_ms + own, behind if state.queued else 0.0)
 
+    def busy_share(self, state: QueueState, index: int, expected: Expected) -> float:
+        """The share of the worker's time depth `index` needs for the arrivals, in full batches."""
+        return state.arrivals_per_s * expected(index, state.max_batch) / state.max_batch / 1e3
+
     def choose(self, state: QueueState, depths: Sequence[Depth], expected: Expected) -> Decision:
         worst = {d.index: self.worst_ms(state, d.index, expected) for d in depths}
-        fitting = [d for d in depths if worst[d.index] <= self.headroom * self.target_ms]
+        fitting = [d for d in depths if worst[d.index] <= self.headroom * self.target_ms
+                   and self.busy_share(state, d.index, expected) <= self.headroom]
         if fitting:
             best = most_accurate(fitting)
             return Decision(best, worst[best.index], True)
