@@ -48,9 +48,12 @@ class _Job:
 
 
 class ArrivalRate:
-    """Images per second submitted over the last `window_s` seconds (fewer while the server is younger)."""
+    """Images per second submitted over the last `window_s` seconds (fewer while the server is younger).
+    A quarter second follows a jump in the load within a few batches and still counts dozens of
+    arrivals at the rates where it matters (a 1 s window let a too-slow depth run for the first
+    second of a 4x load and missed the p99 target: benchmarks/RESULTS.md, issue 17)."""
 
-    def __init__(self, window_s: float = 1.0) -> None:
+    def __init__(self, window_s: float = 0.25) -> None:
         self.window_s = window_s
         self._events: deque[tuple[float, int]] = deque()
         self._images = 0
