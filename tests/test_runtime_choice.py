@@ -26,7 +26,7 @@ def cpuinfo(monkeypatch, tmp_path):
 
 
 def choose():
-    return rt.resolve_runtime(load_config(None, ["runtime.device=cpu"]).runtime)
+    return rt.resolve_runtime(load_config(None, ["runtime.device=cpu", "runtime.channels_last=auto"]).runtime)
 
 
 def test_native_bf16_is_used_with_channels_last(cpuinfo):
