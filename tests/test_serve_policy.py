@@ -171,3 +171,28 @@ def test_a_failing_model_call_fails_its_own_requests_and_the_worker_goes_on():
 
     ok = asyncio.run(scenario())
     assert ok.depth.name == "small" and ok.logits[0, 0] == pytest.approx(2.5)
+
+
+def test_the_batcher_tells_the_policy_the_arrival_rate():
+    class Recording(FixedDepth):
+        def choose(self, state, depths, expected):
+            seen.append(state.arrivals_per_s)
+            return super().choose(state, depths, expected)
+
+    seen: list[float] = []
+    now = [0.0]
+
+    async def scenario():
+        model = GatedModel()
+        model.gate.set()
+        batcher = Batcher(model, Recording(DEPTHS[0]), max_batch=4, clock=lambda: now[0])
+        batcher.start()
+        for t, n in ((0.0, 2), (0.1, 3), (0.2, 1)):  # 6 images within the 0.25 s window
+            now[0] = t
+            await batcher.submit(np.zeros((n, 1, 2, 2), dtype=np.float32))
+        now[0] = 0.5  # the three earlier submissions have left the window
+        await batcher.submit(np.zeros((1, 1, 2, 2), dtype=np.float32))
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert seen == pytest.approx([2 / 0.25, 5 / 0.25, 6 / 0.25, 1 / 0.25])
